@@ -1,0 +1,81 @@
+"""Small building blocks shared by several fusion models."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from models.base import ContextConfig
+
+
+class ScaledDotAttention(nn.Module):
+    """Multi-head scaled dot-product attention with bias-free Q/K/V projections.
+
+    HBAF eqs. 7-9 and BCAF eqs. 4-6 use this form: query from one sequence,
+    key/value from another (the same one for self-attention).
+    """
+
+    def __init__(self, d_model: int, heads: int = 1, dropout: float = 0.0) -> None:
+        super().__init__()
+        if d_model % heads:
+            raise ValueError(f"d_model {d_model} is not divisible by heads {heads}")
+        self.heads = heads
+        self.q = nn.Linear(d_model, d_model, bias=False)
+        self.k = nn.Linear(d_model, d_model, bias=False)
+        self.v = nn.Linear(d_model, d_model, bias=False)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, query: Tensor, key: Tensor, key_mask: Tensor | None = None) -> Tensor:
+        """(B, Uq, D), (B, Uk, D), key_mask (B, Uk) bool -> (B, Uq, D)."""
+        b, uq, d = query.shape
+        uk = key.shape[1]
+        h = self.heads
+        q = self.q(query).view(b, uq, h, d // h).transpose(1, 2)
+        k = self.k(key).view(b, uk, h, d // h).transpose(1, 2)
+        v = self.v(key).view(b, uk, h, d // h).transpose(1, 2)
+        scores = q @ k.transpose(-1, -2) / math.sqrt(d // h)
+        if key_mask is not None:
+            scores = scores.masked_fill(~key_mask[:, None, None, :], float("-inf"))
+        attn = self.dropout(torch.softmax(scores, dim=-1))
+        return (attn @ v).transpose(1, 2).reshape(b, uq, d)
+
+
+class FeedForward(nn.Module):
+    """Position-wise two-layer FFN."""
+
+    def __init__(self, d_model: int, d_ff: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(d_model, d_ff), nn.ReLU(), nn.Dropout(dropout), nn.Linear(d_ff, d_model))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(..., D) -> (..., D)."""
+        return self.net(x)
+
+
+def masked_mean(x: Tensor, mask: Tensor, dim: int) -> Tensor:
+    """Mean of ``x`` over ``dim`` counting only positions where ``mask`` is True."""
+    m = mask.to(x.dtype).unsqueeze(-1)
+    return (x * m).sum(dim) / m.sum(dim).clamp(min=1.0)
+
+
+def config_from_dict(cls: type, values: dict[str, Any]):
+    """Rebuild a (frozen) config dataclass saved with ``dataclasses.asdict``.
+
+    Unknown keys are an error: a checkpoint written by a different model version
+    should fail loudly rather than silently drop settings.
+    """
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(f"{cls.__name__} has no fields {unknown}")
+    kwargs = dict(values)
+    if isinstance(kwargs.get("context"), dict):
+        kwargs["context"] = ContextConfig(**kwargs["context"])
+    for key, value in kwargs.items():
+        if isinstance(value, list):
+            kwargs[key] = tuple(value)
+    return cls(**kwargs)

@@ -1,0 +1,114 @@
+"""Self-describing checkpoints: model name and config, labels, feature pipeline,
+calibration temperature, training metadata and weights, in one ``torch.save`` file
+that :func:`load` reads with ``weights_only=True`` (no arbitrary pickles)."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import logging
+import os
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from models.base import EmotionModel, resolve_device
+from models.blocks import config_from_dict
+from models.pipeline import FeaturePipeline
+from models.registry import lookup
+
+log = logging.getLogger(__name__)
+
+FORMAT = "ser-live/checkpoint"
+VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A file that cannot serve as a ser-live checkpoint; the message is one sentence."""
+
+
+@dataclass
+class Checkpoint:
+    model: EmotionModel
+    labels: list[str]
+    pipeline: FeaturePipeline
+    temperature: float = 1.0
+    meta: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+
+def save(
+    path: str | os.PathLike,
+    model: EmotionModel,
+    labels: list[str],
+    pipeline: FeaturePipeline,
+    temperature: float = 1.0,
+    meta: dict[str, Any] | None = None,
+) -> Path:
+    """Write a checkpoint atomically (temp file + rename), so a crash never leaves half a file."""
+    if len(labels) != model.num_classes:
+        raise ValueError(f"{len(labels)} labels for a model with {model.num_classes} classes")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "model": model.name,
+        "config": dataclasses.asdict(model.config),
+        "labels": list(labels),
+        "pipeline": pipeline.to_dict(),
+        "temperature": float(temperature),
+        "meta": meta or {},
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load(path: str | os.PathLike, device: str = "auto") -> Checkpoint:
+    """Read a checkpoint; any problem becomes a one-sentence :class:`CheckpointError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}: check the path given to --model")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, io.UnsupportedOperation) as exc:
+        raise CheckpointError(
+            f"{path} is not a readable ser-live checkpoint (truncated or another format: {_short(exc)})"
+        ) from exc
+    except Exception as exc:  # weights_only refuses pickles with arbitrary objects
+        raise CheckpointError(f"{path} is not a ser-live checkpoint ({_short(exc)})") from exc
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{path} is not a ser-live checkpoint (no '{FORMAT}' marker); train one with python -m training train"
+        )
+    if payload.get("version") != VERSION:
+        raise CheckpointError(
+            f"{path} is checkpoint version {payload.get('version')}, this ser-live reads version {VERSION}"
+        )
+    try:
+        model_cls, config_cls = lookup(payload["model"])
+        config = config_from_dict(config_cls, payload["config"])
+        model = model_cls(config)
+        pipeline = FeaturePipeline.from_dict(payload["pipeline"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path} has an invalid model description ({_short(exc)})") from exc
+    try:
+        model.load_state_dict(payload["state_dict"], strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: the weights do not match the model's config ({_short(exc)})") from exc
+    labels = list(payload["labels"])
+    if len(labels) != model.num_classes:
+        raise CheckpointError(f"{path} lists {len(labels)} labels for a model with {model.num_classes} classes")
+    model.to(resolve_device(device)).eval()
+    return Checkpoint(model, labels, pipeline, float(payload.get("temperature", 1.0)), payload.get("meta", {}), path)
+
+
+def _short(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 160 else text[:157] + "..."

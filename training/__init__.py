@@ -1,0 +1,1 @@
+"""Offline training and evaluation: ``python -m training <subcommand>``."""

@@ -1,0 +1,67 @@
+"""What the live pipeline tells its consumers (Textual UI, line printer, JSONL writer).
+
+Events are plain frozen dataclasses: safe to hand from the worker thread to the
+UI thread, and trivially serialisable.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class UtteranceEvent:
+    """One classified utterance. Times are seconds from the session start (sample counts)."""
+
+    index: int
+    start_s: float
+    end_s: float
+    speaker: str | None
+    text: str
+    label: str | None  # None when the utterance failed (see ``error``)
+    confidence: float
+    probs: dict[str, float] = field(default_factory=dict)
+    #: milliseconds per stage ("asr", "opensmile", "text", "model", "total"), measured
+    #: from the moment the segmenter decided the utterance had ended.
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class LevelEvent:
+    """Input level (dBFS of the last block) and whether the segmenter is inside speech."""
+
+    time_s: float
+    level_dbfs: float
+    speech: bool
+
+
+@dataclass(frozen=True)
+class StatusEvent:
+    """Session state: model/device description, dropped audio, errors, end of input."""
+
+    message: str
+    model: str = ""
+    device: str = ""
+    dropped_blocks: int = 0
+    finished: bool = False
+    error: bool = False
+
+
+Event = UtteranceEvent | LevelEvent | StatusEvent
+
+
+class Pipeline(Protocol):
+    """What the UI drives. ``run`` blocks (it is called in a worker thread), calls
+    ``emit`` for every event, and returns when the input ends or ``stop`` is set.
+    ``paused`` set means: keep capturing nothing new into the timeline."""
+
+    def run(self, emit: Callable[[Event], None], stop: threading.Event, paused: threading.Event) -> None: ...
+
+    def describe(self) -> dict[str, str]: ...

@@ -5,10 +5,8 @@ that :func:`load` reads with ``weights_only=True`` (no arbitrary pickles)."""
 from __future__ import annotations
 
 import dataclasses
-import io
 import logging
 import os
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,12 +75,12 @@ def load(path: str | os.PathLike, device: str = "auto") -> Checkpoint:
         raise CheckpointError(f"no checkpoint at {path}: check the path given to --model")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, io.UnsupportedOperation) as exc:
+    except Exception as exc:  # truncated zip, foreign pickle refused by weights_only, random bytes...
+        log.debug("torch.load(%s) failed: %r", path, exc)
         raise CheckpointError(
-            f"{path} is not a readable ser-live checkpoint (truncated or another format: {_short(exc)})"
+            f"{path} is not a readable ser-live checkpoint (truncated, corrupt or another format); "
+            "pass a checkpoint written by `python -m training train`"
         ) from exc
-    except Exception as exc:  # weights_only refuses pickles with arbitrary objects
-        raise CheckpointError(f"{path} is not a ser-live checkpoint ({_short(exc)})") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(
             f"{path} is not a ser-live checkpoint (no '{FORMAT}' marker); train one with python -m training train"

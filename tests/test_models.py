@@ -194,3 +194,15 @@ def test_checkpoint_round_trip(name, tmp_path, batch):
     assert ck.labels == labels and ck.temperature == 1.5 and ck.meta == {"seed": 3}
     assert ck.model.config == m.config
     torch.testing.assert_close(ck.model(batch).logits, m(batch).logits, atol=0, rtol=0)
+
+
+def test_per_speaker_state_with_one_speaker_equals_plain_gru():
+    """The hand-written per-speaker GRU loop must be the same GRU as nn.GRU (eq. 5)."""
+    m = tiny("hbaf", "offline")
+    dlg = make_dialogues((5, 3), speakers=1)
+    batch = collate(dlg)
+    net = m.text_context
+    with torch.no_grad():
+        per_speaker = net(batch.text, batch.mask, batch.speaker)
+        plain = net(batch.text, batch.mask, None)
+    torch.testing.assert_close(per_speaker[batch.mask], plain[batch.mask], atol=1e-6, rtol=1e-5)

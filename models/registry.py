@@ -15,6 +15,9 @@ _ENTRIES = {
     "bclstm": "models.baselines:BCLSTM:BCLSTMConfig",
     "text": "models.baselines:TextOnly:UnimodalConfig",
     "audio": "models.baselines:AudioOnly:UnimodalConfig",
+    "bcaf": "models.bcaf:BCAF:BCAFConfig",
+    "gca": "models.gca:GCA:GCAConfig",
+    "mcfn": "models.mcfn:MCFN:MCFNConfig",
 }
 
 MODEL_NAMES = tuple(_ENTRIES)

@@ -14,8 +14,11 @@ from torch import Tensor
 
 from models.base import EmotionModel, ModelOutput
 from models.batch import Batch
+from training.losses.bcaf import bcaf_loss
 from training.losses.common import IGNORE, cross_entropy, info_nce
+from training.losses.gca import gca_loss
 from training.losses.hbaf import hbaf_loss, inter_modal_loss
+from training.losses.mcfn import mcfn_loss
 
 LossFn = Callable[[EmotionModel, ModelOutput, Tensor, Batch], dict[str, Tensor]]
 
@@ -30,6 +33,9 @@ LOSSES: dict[str, LossFn] = {
     "bclstm": _ce_only,
     "text": _ce_only,
     "audio": _ce_only,
+    "bcaf": bcaf_loss,
+    "gca": gca_loss,
+    "mcfn": mcfn_loss,
 }
 
 

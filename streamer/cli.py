@@ -1,0 +1,156 @@
+"""``ser-live``: track emotions from the microphone or a recording.
+
+    ser-live                          # microphone, Textual UI
+    ser-live --replay talk.m4a        # a recording, in real time
+    ser-live --replay talk.wav --speed max --no-ui --jsonl events.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import threading
+from pathlib import Path
+
+log = logging.getLogger("ser-live")
+
+BUNDLED_MODEL = Path(__file__).parent / "assets" / "default.pt"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="ser-live", description="Real-time conversational speech emotion tracker")
+    src = ap.add_argument_group("input")
+    src.add_argument("--replay", type=Path, metavar="FILE", help="replay a recording instead of the microphone")
+    src.add_argument("--speed", choices=("realtime", "max"), default="realtime", help="replay pace")
+    src.add_argument("--split-channels", action="store_true", help="each stereo channel is one speaker")
+    src.add_argument("--device", default=None, help="microphone by index or name (see --list-devices)")
+    src.add_argument("--list-devices", action="store_true", help="list audio input devices and exit")
+    src.add_argument("--block-ms", type=int, default=100)
+    mdl = ap.add_argument_group("models")
+    mdl.add_argument("--model", type=Path, default=None, help="checkpoint (default: the bundled HBAF)")
+    mdl.add_argument("--asr-model", default="tiny.en", help="faster-whisper model name or path")
+    mdl.add_argument("--language", default=None, help="ASR language (default: the model's)")
+    mdl.add_argument("--compute-device", default="auto", help="auto, cpu or cuda for the models")
+    mdl.add_argument("--text-encoder", default=None, help="override the checkpoint's text encoder path")
+    vad = ap.add_argument_group("segmenter")
+    vad.add_argument("--vad-aggressiveness", type=int, default=2, choices=range(4))
+    vad.add_argument("--frame-ms", type=int, default=30, choices=(10, 20, 30))
+    vad.add_argument("--end-silence-ms", type=int, default=500)
+    vad.add_argument("--preroll-ms", type=int, default=200)
+    vad.add_argument("--min-utterance-ms", type=int, default=300)
+    vad.add_argument("--max-utterance-ms", type=int, default=15000)
+    out = ap.add_argument_group("output")
+    out.add_argument("--no-ui", action="store_true", help="print one line per utterance instead of the UI")
+    out.add_argument("--jsonl", type=Path, default=None, help="append one JSON event per utterance")
+    out.add_argument("--export", choices=("csv", "srt", "vtt"), default=None, help="write the timeline at the end")
+    out.add_argument("--export-path", type=Path, default=None, help="where --export writes (default: next to input)")
+    out.add_argument("--record", type=Path, default=None, help="record the captured audio to this FLAC file")
+    out.add_argument("--save-dir", type=Path, default=Path("recordings"), help="where the UI's save key writes")
+    out.add_argument("-v", "--verbose", action="store_true")
+    return ap
+
+
+def _segmenter_config(args):
+    from streamer.segmenter import SegmenterConfig
+
+    return SegmenterConfig(
+        aggressiveness=args.vad_aggressiveness, frame_ms=args.frame_ms, end_silence_ms=args.end_silence_ms,
+        preroll_ms=args.preroll_ms, min_utterance_ms=args.min_utterance_ms, max_utterance_ms=args.max_utterance_ms,
+    )
+
+
+def build_pipeline(args):
+    """Everything the session needs, or a one-sentence ValueError (bad path, bad model, no device...)."""
+    import dataclasses
+
+    import models
+    from streamer.asr import Transcriber
+    from streamer.audio import FileSource, MicrophoneSource, Recorder
+    from streamer.features import FeatureExtractor
+    from streamer.pipeline import LivePipeline, UtteranceProcessor
+
+    seg = _segmenter_config(args)
+    if args.replay is not None:
+        if not args.replay.is_file():
+            raise ValueError(f"no such recording: {args.replay}; check the path given to --replay")
+        source = FileSource(args.replay, block_ms=args.block_ms, speed=args.speed, split_channels=args.split_channels)
+    else:
+        source = MicrophoneSource(args.device, block_ms=args.block_ms)
+    model_path = args.model or BUNDLED_MODEL
+    if args.model is None and not BUNDLED_MODEL.is_file():
+        raise ValueError("this installation has no bundled model; pass a checkpoint with --model")
+    ck = models.load(model_path, device=args.compute_device)
+    pipeline = ck.pipeline
+    if args.text_encoder and pipeline.text is not None:
+        pipeline = dataclasses.replace(pipeline, text=dataclasses.replace(pipeline.text, encoder=args.text_encoder))
+    features = FeatureExtractor(pipeline, device=args.compute_device)
+    transcriber = Transcriber(args.asr_model, device=args.compute_device, language=args.language)
+    recorder = Recorder(args.record) if args.record else None
+    device = str(next(ck.model.parameters()).device)
+    description = {"model": f"{ck.model.name} ({model_path.name})", "device": device, "asr": args.asr_model}
+    processor = UtteranceProcessor(ck, features, transcriber)
+    return LivePipeline(source, processor, seg, recorder=recorder, description=description), ck
+
+
+def run_headless(pipeline, args) -> int:
+    from streamer.events import StatusEvent, UtteranceEvent
+    from streamer.export import JsonlWriter, export, format_line
+
+    events: list[UtteranceEvent] = []
+    writer = JsonlWriter(args.jsonl) if args.jsonl else None
+    status = {"error": False}
+
+    def emit(event) -> None:
+        if isinstance(event, UtteranceEvent):
+            events.append(event)
+            print(format_line(event), flush=True)
+            if writer is not None:
+                writer.write(event)
+        elif isinstance(event, StatusEvent):
+            if event.error:
+                status["error"] = True
+                print(f"error: {event.message}", file=sys.stderr, flush=True)
+            elif args.verbose or event.finished:
+                print(f"# {event.message}", file=sys.stderr, flush=True)
+
+    stop, paused = threading.Event(), threading.Event()
+    try:
+        pipeline.run(emit, stop, paused)
+    except KeyboardInterrupt:
+        stop.set()
+    finally:
+        if writer is not None:
+            writer.close()
+        if args.export:
+            path = args.export_path or Path(f"{(args.replay or Path('session')).stem}.{args.export}")
+            export(events, path, args.export)
+            print(f"# wrote {path}", file=sys.stderr)
+    if not events and not status["error"]:
+        print("# no speech found in the input", file=sys.stderr)
+    return 1 if status["error"] else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.list_devices:
+            from streamer.audio import list_devices
+
+            print(list_devices())
+            return 0
+        pipeline, ck = build_pipeline(args)
+        if args.no_ui:
+            return run_headless(pipeline, args)
+        from streamer.ui import EmotionApp
+
+        app = EmotionApp(pipeline, ck.labels, save_dir=args.save_dir, jsonl_path=args.jsonl)
+        app.run()
+        return 0
+    except (ValueError, OSError) as exc:  # AudioError, CheckpointError, FeatureError are ValueErrors
+        print(f"ser-live: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

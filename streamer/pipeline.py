@@ -1,0 +1,180 @@
+"""The live pipeline: audio blocks -> segmenter -> ASR -> features -> model -> events.
+
+:class:`UtteranceProcessor` turns one finished utterance into an
+:class:`~streamer.events.UtteranceEvent` (no threads, no I/O besides the models).
+:class:`LivePipeline` drives a source through segmenters and the processor and
+implements the :class:`~streamer.events.Pipeline` protocol the UI and the
+headless runner consume. It runs in whatever thread calls ``run``; the only
+other thread is the audio callback of a microphone source, which just queues.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from models.checkpoint import Checkpoint
+from models.streaming import StreamingClassifier
+from streamer.events import Event, LevelEvent, StatusEvent, UtteranceEvent
+from streamer.segmenter import Segmenter, SegmenterConfig, Utterance
+
+log = logging.getLogger(__name__)
+
+SPEAKER_NAMES = "ABCDEFGH"
+
+
+class Transcribes:  # the part of streamer.asr.Transcriber the processor uses
+    def transcribe(self, audio: np.ndarray) -> str: ...
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    level_every_ms: int = 100
+    record_path: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.level_every_ms < 10:
+            raise ValueError("level_every_ms must be at least 10 ms")
+
+
+class UtteranceProcessor:
+    """ASR -> features -> streaming model for one utterance; keeps the dialogue state.
+
+    A failure (ASR error, non-finite features, model error) becomes an event with
+    ``error`` set; the dialogue state is left as it was, so the session continues.
+    """
+
+    def __init__(self, checkpoint: Checkpoint, features, transcriber: Transcribes | None) -> None:
+        self.checkpoint = checkpoint
+        self.features = features
+        self.transcriber = transcriber
+        self.classifier = StreamingClassifier(checkpoint.model, checkpoint.temperature)
+        self.labels = checkpoint.labels
+        self.count = 0
+
+    def reset(self) -> None:
+        self.classifier.reset()
+        self.count = 0
+
+    def __call__(self, utt: Utterance, decided_at: float | None = None) -> UtteranceEvent:
+        """Classify one utterance; latencies are measured from ``decided_at`` (perf_counter)."""
+        t0 = decided_at if decided_at is not None else time.perf_counter()
+        latency: dict[str, float] = {}
+        index = self.count
+        self.count += 1
+        speaker = utt.speaker
+        text = ""
+        try:
+            t = time.perf_counter()
+            text = self.transcriber.transcribe(utt.audio) if self.transcriber is not None else ""
+            latency["asr"] = (time.perf_counter() - t) * 1000
+            speaker_id = SPEAKER_NAMES.index(speaker) if speaker in SPEAKER_NAMES and speaker else 0
+            feats, stage_ms = self.features.utterance(utt.audio, text, speaker=speaker_id)
+            latency.update(stage_ms)
+            for name, value in feats.items():
+                if hasattr(value, "isfinite") and not bool(value.isfinite().all()):
+                    raise ValueError(f"non-finite {name} features")
+            t = time.perf_counter()
+            probs = self.classifier.push(feats)
+            latency["model"] = (time.perf_counter() - t) * 1000
+        except Exception as exc:  # one bad utterance must not end the session
+            log.warning("utterance %d failed: %s", index, exc)
+            latency["total"] = (time.perf_counter() - t0) * 1000
+            return UtteranceEvent(index, utt.start_s, utt.end_s, speaker, text, None, 0.0, {}, latency, str(exc))
+        latency["total"] = (time.perf_counter() - t0) * 1000
+        best = int(probs.argmax())
+        return UtteranceEvent(
+            index=index, start_s=round(utt.start_s, 3), end_s=round(utt.end_s, 3), speaker=speaker, text=text,
+            label=self.labels[best], confidence=float(probs[best]),
+            probs={label: round(float(p), 4) for label, p in zip(self.labels, probs)}, latency_ms=latency,
+        )
+
+
+class LivePipeline:
+    """Source -> one segmenter per channel (or one for the downmix) -> processor -> events."""
+
+    def __init__(
+        self,
+        source,
+        processor: UtteranceProcessor,
+        segmenter: SegmenterConfig | None = None,
+        config: PipelineConfig | None = None,
+        recorder=None,
+        description: dict[str, str] | None = None,
+    ) -> None:
+        self.source = source
+        self.processor = processor
+        self.segmenter_config = segmenter or SegmenterConfig()
+        self.config = config or PipelineConfig()
+        self.recorder = recorder
+        self._description = description or {}
+        channels = getattr(source, "channels", 1)
+        if channels > 1:
+            self.segmenters = [Segmenter(self.segmenter_config, c, SPEAKER_NAMES[c]) for c in range(channels)]
+        else:
+            self.segmenters = [Segmenter(self.segmenter_config)]
+
+    def describe(self) -> dict[str, str]:
+        return dict(self._description)
+
+    def run(self, emit: Callable[[Event], None], stop: threading.Event, paused: threading.Event) -> None:
+        """Consume the source until it ends or ``stop`` is set, emitting events as they happen."""
+        rate = self.segmenter_config.sample_rate_hz
+        level_every = rate * self.config.level_every_ms // 1000
+        since_level = 0
+        was_paused = False
+        d = self._description
+        emit(StatusEvent(f"listening: {getattr(self.source, 'description', '')}", d.get("model", ""),
+                         d.get("device", "")))
+        try:
+            for block in self.source:
+                if stop.is_set():
+                    break
+                if self.recorder is not None:
+                    self.recorder.write(block)
+                if paused.is_set():
+                    if not was_paused:  # drop the half-heard utterance: the user paused mid-speech
+                        for seg in self.segmenters:
+                            seg.reset()
+                    was_paused = True
+                    continue
+                was_paused = False
+                blocks = block if block.ndim == 2 else block[None, :]
+                if len(self.segmenters) == 1 and blocks.shape[0] > 1:
+                    blocks = blocks.mean(axis=0, keepdims=True)
+                for seg, samples in zip(self.segmenters, blocks):
+                    for utt in seg.push(samples):
+                        emit(self.processor(utt, time.perf_counter()))
+                since_level += blocks.shape[1]
+                if since_level >= level_every:
+                    since_level = 0
+                    seg = self.segmenters[0]
+                    emit(LevelEvent(seg.samples_seen / rate, _finite(seg.level_dbfs),
+                                    any(s.in_speech for s in self.segmenters)))
+            if not stop.is_set():
+                for seg in self.segmenters:
+                    for utt in seg.flush():
+                        emit(self.processor(utt, time.perf_counter()))
+            dropped = getattr(self.source, "dropped_blocks", 0)
+            emit(StatusEvent("input ended", dropped_blocks=dropped, finished=True))
+        except Exception as exc:  # source failure (device gone...): report, keep what was recorded
+            log.error("input failed: %s", exc)
+            emit(StatusEvent(f"input failed: {exc}", error=True, finished=True,
+                             dropped_blocks=getattr(self.source, "dropped_blocks", 0)))
+        finally:
+            if self.recorder is not None:
+                self.recorder.close()
+            close = getattr(self.source, "close", None)
+            if close is not None:
+                close()
+
+
+def _finite(x: float) -> float:
+    return x if math.isfinite(x) else -120.0

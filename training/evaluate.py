@@ -1,0 +1,36 @@
+"""Score a saved checkpoint on a dataset split with exactly its own feature pipeline."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import models
+from training.data import load_dataset
+from training.experiment import to_dialogues
+from training.extract import ExtractConfig, extract_split
+from training.metrics import classification_metrics
+from training.trainer import predict
+
+
+def evaluate_checkpoint(
+    checkpoint: Path, dataset: str, split: str, root: str | None, options: dict[str, Any], extract: ExtractConfig
+) -> dict:
+    ck = models.load(checkpoint)
+    p = ck.pipeline
+    extract = dataclasses.replace(
+        extract,
+        audio=p.audio is not None,
+        frames=p.frames is not None,
+        tokens=p.tokens,
+        text_encoder=p.text.encoder if p.text is not None else extract.text_encoder,
+    )
+    data = load_dataset(dataset, split, root, **options)
+    unknown = set(data.labels) - set(ck.labels)
+    if unknown:
+        raise ValueError(f"{dataset} has labels {sorted(unknown)} the checkpoint does not know ({ck.labels})")
+    feats = extract_split(data, extract)
+    dialogues = to_dialogues(data, feats, p, ck.labels)
+    logits, y = predict(ck.model, dialogues, 32, next(ck.model.parameters()).device)
+    return classification_metrics(y, logits, ck.labels, ck.temperature)

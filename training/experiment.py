@@ -1,0 +1,209 @@
+"""One training run end to end: load splits, extract (cached) features, fit the
+audio pipeline on the training split, train, calibrate on validation, score the
+test split once, and write ``runs/<name>/`` (config, checkpoint, metrics, plots)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import models
+from models import ContextConfig, FeaturePipeline, TextPipeline
+from training.data import load_dataset
+from training.data.records import DatasetSplit
+from training.extract import ExtractConfig, SplitFeatures, extract_split
+from training.losses import IGNORE
+from training.metrics import classification_metrics, fit_temperature, plot_confusion
+from training.trainer import FeatureDialogue, TrainConfig, predict, train
+
+log = logging.getLogger(__name__)
+
+#: Which split is validation and which is test, per dataset.
+SPLIT_ROLES = {
+    "meld": ("train", "dev", None),  # MELD test is not shared: results are reported on dev
+    "iemocap": ("train", "validation", "test"),
+    "paired": ("train", "validation", "test"),
+    "voice-chains": ("train", "validation", "test"),
+    "manifest": ("train", "validation", "test"),
+}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    name: str
+    model: str = "hbaf"
+    dataset: str = "paired"
+    data_root: str | None = None
+    dataset_options: dict[str, Any] = field(default_factory=dict)
+    model_options: dict[str, Any] = field(default_factory=dict)
+    context: ContextConfig = field(default_factory=ContextConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
+    audio_features: int = 512
+    runs_dir: Path = Path("runs")
+    splits: tuple[str | None, str | None, str | None] | None = None
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def to_dialogues(
+    split: DatasetSplit, feats: SplitFeatures, pipeline: FeaturePipeline, labels: list[str], max_speakers: int = 8
+) -> list[FeatureDialogue]:
+    """Per-utterance model inputs (the fitted audio pipeline applied) grouped by dialogue."""
+    audio = None
+    if pipeline.audio is not None and feats.audio is not None:
+        audio = pipeline.audio.transform(np.nan_to_num(feats.audio))
+    out, i = [], 0
+    index = {label: k for k, label in enumerate(labels)}
+    for d in split.dialogues:
+        speakers = {s: k for k, s in enumerate(d.speakers)}
+        utts, ys = [], []
+        for u in d.utterances:
+            item: dict[str, Any] = {"speaker": min(speakers[u.speaker], max_speakers - 1)}
+            if pipeline.audio is not None:
+                ok = bool(feats.audio_ok[i])
+                item["audio"] = torch.from_numpy(audio[i] if ok else np.zeros(pipeline.audio.dim, np.float32))
+                item["audio_present"] = ok
+            if pipeline.text is not None:
+                item["text"] = torch.from_numpy(feats.text[i])
+                item["text_present"] = True
+            if pipeline.frames is not None:
+                item["frames"] = torch.from_numpy(feats.frames[i])
+            if pipeline.tokens:
+                item["tokens"] = torch.from_numpy(feats.tokens[i])
+            utts.append(item)
+            ys.append(index.get(u.label, IGNORE))
+            i += 1
+        out.append(FeatureDialogue(d.id, utts, ys))
+    return out
+
+
+def build_pipeline(cfg: RunConfig, train_feats: SplitFeatures, train_labels: np.ndarray, needs: tuple[str, ...]):
+    from streamer.features import TextEncoder, fit_audio_pipeline
+
+    audio = None
+    if "audio" in needs:
+        ok = train_feats.audio_ok & (train_labels >= 0)
+        if ok.sum() < 2:
+            raise ValueError(
+                "the training split has fewer than 2 labelled utterances with audio: cannot fit the scaler"
+            )
+        k = min(cfg.audio_features, train_feats.audio.shape[1])
+        audio = fit_audio_pipeline(train_feats.audio[ok], train_labels[ok], k=k, seed=cfg.train.seed)
+    text = None
+    if "text" in needs or "tokens" in needs:
+        enc = TextEncoder(cfg.extract.text_encoder)
+        text = TextPipeline(encoder=enc.name, dim=enc.dim, max_tokens=enc.max_tokens)
+    from models.pipeline import FramePipeline
+
+    return FeaturePipeline(
+        audio=audio,
+        text=text if "text" in needs else None,
+        frames=FramePipeline() if "frames" in needs else None,
+        tokens="tokens" in needs,
+    )
+
+
+def model_inputs(name: str, options: dict[str, Any]) -> tuple[str, ...]:
+    probe = models.build(name, **{k: v for k, v in options.items() if k != "context"})
+    return tuple(probe.inputs)
+
+
+def run(cfg: RunConfig) -> dict:
+    """Train and evaluate one configuration; returns the metrics dict (also written to disk)."""
+    t_start = time.time()
+    out_dir = Path(cfg.runs_dir) / cfg.name
+    roles = cfg.splits or SPLIT_ROLES.get(cfg.dataset, ("train", "validation", "test"))
+    needs = model_inputs(cfg.model, cfg.model_options)
+    extract = dataclasses.replace(
+        cfg.extract, audio="audio" in needs, frames="frames" in needs, tokens="tokens" in needs
+    )
+    if "audio" not in needs and "frames" not in needs:
+        opts = {**cfg.dataset_options, **({"audio": False} if cfg.dataset == "meld" else {})}
+    else:
+        opts = cfg.dataset_options
+    splits = {}
+    for role, split_name in zip(("train", "val", "test"), roles):
+        if split_name is not None:
+            splits[role] = load_dataset(cfg.dataset, split_name, cfg.data_root, **opts)
+            log.info("%s", splits[role].report.summary())
+    labels = list(splits["train"].labels)
+    feats = {role: extract_split(s, extract) for role, s in splits.items()}
+    y_train = np.array([labels.index(u.label) if u.label in labels else -1 for u in splits["train"].utterances()])
+    pipeline = build_pipeline(cfg, feats["train"], y_train, needs)
+    dims = {
+        "audio_dim": pipeline.audio.dim if pipeline.audio else None,
+        "text_dim": pipeline.text.dim if pipeline.text else None,
+    }
+    model_cls, config_cls = models.lookup(cfg.model)
+    fields = {f.name for f in dataclasses.fields(config_cls)}
+    options = dict(cfg.model_options)
+    for key, value in dims.items():
+        if key in fields and value is not None:
+            options.setdefault(key, value)
+    if "input_dim" in fields:
+        options.setdefault("input_dim", dims["audio_dim"] if "audio" in needs else dims["text_dim"])
+    if "num_classes" in fields:
+        options["num_classes"] = len(labels)
+    model = models.build(cfg.model, context=cfg.context, **options)
+    data = {role: to_dialogues(splits[role], feats[role], pipeline, labels) for role in splits}
+    result = train(model, data["train"], data["val"], cfg.train)
+    device = next(model.parameters()).device
+    val_logits, val_y = predict(model, data["val"], cfg.train.batch_size, device)
+    temperature = fit_temperature(val_logits, val_y)
+    metrics: dict[str, Any] = {
+        "run": cfg.name,
+        "model": cfg.model,
+        "dataset": cfg.dataset,
+        "seed": cfg.train.seed,
+        "best_epoch": result.best_epoch,
+        "best_val_loss": result.best_val_loss,
+        "epochs": len(result.history),
+        "validation": classification_metrics(val_y, val_logits, labels, temperature),
+    }
+    if "test" in data:
+        test_logits, test_y = predict(model, data["test"], cfg.train.batch_size, device)
+        metrics["test"] = classification_metrics(test_y, test_logits, labels, temperature)
+    metrics["seconds"] = round(time.time() - t_start, 1)
+    meta = {
+        "dataset": cfg.dataset,
+        "splits": [r for r in roles if r],
+        "seed": cfg.train.seed,
+        "git_commit": git_commit(),
+        "validation_weighted_f1": metrics["validation"]["weighted_f1"],
+        "best_epoch": result.best_epoch,
+        "data_reports": {role: s.report.to_dict() for role, s in splits.items()},
+    }
+    if _is_main():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        models.save(out_dir / "model.pt", model, labels, pipeline, temperature, json.loads(json.dumps(meta)))
+        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        (out_dir / "history.json").write_text(json.dumps(result.history, indent=2))
+        (out_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2, default=str))
+        for role in ("validation", "test"):
+            if role in metrics:
+                plot_confusion(
+                    metrics[role]["confusion"], labels, out_dir / f"confusion_{role}.png", f"{cfg.name} {role}"
+                )
+    return metrics
+
+
+def _is_main() -> bool:
+    import torch.distributed as dist
+
+    return not dist.is_initialized() or dist.get_rank() == 0

@@ -1,0 +1,270 @@
+"""Cached feature extraction for a dataset split.
+
+Raw features (openSMILE functionals before scaling/selection, text vectors, and
+frame/token sequences for MCFN) are cached on disk, one store per extractor
+setting and dataset split. Every utterance is keyed by a hash of its audio
+file's bytes plus its segment times (audio) or of its text (text), so a second
+run reads everything back, and a changed file or setting re-extracts only what
+changed. The scaler and SVM selection are *not* cached: they are fitted per
+training run, on the training split only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from training.data.records import DatasetSplit, Utterance
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CACHE = Path(".cache/features")
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    cache_dir: Path = DEFAULT_CACHE
+    text_encoder: str | None = None  # None: the bundled MiniLM
+    feature_set: str = "ComParE_2016"
+    audio: bool = True
+    frames: bool = False
+    tokens: bool = False
+    workers: int = 1
+    asr_model: str | None = None  # fills missing transcripts; None: bundled tiny.en
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise ValueError("workers must be at least 1")
+
+
+@dataclass
+class SplitFeatures:
+    """Raw per-utterance features of a split, in ``split.utterances()`` order."""
+
+    keys: list[str]
+    audio: np.ndarray | None  # (n, 6373) raw functionals; rows of NaN where audio is missing
+    audio_ok: np.ndarray  # (n,) bool
+    text: np.ndarray  # (n, Dt)
+    texts: list[str]
+    frames: list[np.ndarray] | None = None
+    tokens: list[np.ndarray] | None = None
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+
+class FeatureStore:
+    """One ``.npz`` per (extractor setting, dataset, split): key -> array, no pickles."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.data: dict[str, np.ndarray] = {}
+        if path.is_file():
+            with np.load(path, allow_pickle=False) as z:
+                keys = z["keys"]
+                if "offsets" in z:  # ragged arrays stored concatenated
+                    flat, off = z["values"], z["offsets"]
+                    self.data = {str(k): flat[off[i] : off[i + 1]] for i, k in enumerate(keys)}
+                else:
+                    self.data = {str(k): v for k, v in zip(keys, z["values"])}
+        self.dirty = False
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.data
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        return self.data[key]
+
+    def put(self, key: str, value: np.ndarray) -> None:
+        self.data[key] = np.asarray(value, np.float32)
+        self.dirty = True
+
+    def save(self, ragged: bool = False) -> None:
+        if not self.dirty:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        keys = np.array(list(self.data), dtype=str)
+        values = list(self.data.values())
+        tmp = self.path.with_name(self.path.name + ".tmp.npz")
+        if ragged:
+            off = np.cumsum([0] + [len(v) for v in values])
+            flat = np.concatenate(values) if values else np.zeros((0, 1), np.float32)
+            np.savez(tmp, keys=keys, values=flat, offsets=off)
+        else:
+            np.savez(tmp, keys=keys, values=np.stack(values) if values else np.zeros((0, 1), np.float32))
+        os.replace(tmp, self.path)
+        self.dirty = False
+
+
+_FILE_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def file_digest(path: Path) -> str:
+    """sha1 of a file's bytes, memoised by (path, size, mtime) for this process."""
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _FILE_HASHES:
+        h = hashlib.sha1()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        _FILE_HASHES[key] = h.hexdigest()
+    return _FILE_HASHES[key]
+
+
+def audio_key(u: Utterance) -> str:
+    return f"{file_digest(u.audio_path)}:{u.start_s}:{u.end_s}"
+
+
+def text_key(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
+def _setting_id(**settings) -> str:
+    blob = json.dumps(settings, sort_keys=True, default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+
+def _opensmile_job(args: tuple[str, float | None, float | None, str]) -> tuple[np.ndarray | None, str]:
+    """Worker: decode one segment and compute its functionals (module-level so it pickles)."""
+    from streamer.audio import load_audio
+    from streamer.features import OpenSmileExtractor
+
+    path, start, end, feature_set = args
+    try:
+        audio = load_audio(path, start_s=start, end_s=end)
+        if feature_set not in _EXTRACTORS:  # one extractor per worker process
+            _EXTRACTORS[feature_set] = OpenSmileExtractor(feature_set)
+        return _EXTRACTORS[feature_set](audio), ""
+    except Exception as exc:  # one bad file must not stop the run; it is reported
+        return None, " ".join(str(exc).split())[:200]
+
+
+_EXTRACTORS: dict[str, object] = {}
+
+
+def extract_split(split: DatasetSplit, cfg: ExtractConfig) -> SplitFeatures:
+    """Raw features for every utterance of ``split``, reading and filling the cache."""
+    from streamer.features import TextEncoder, normalize_text
+
+    utts = list(split.utterances())
+    root = Path(cfg.cache_dir)
+    name = f"{split.dataset}-{split.name}"
+    failures: list[tuple[str, str]] = []
+
+    texts = _transcripts(utts, cfg, root / f"asr-{_setting_id(model=cfg.asr_model)}" / f"{name}.npz")
+    texts = [normalize_text(t) for t in texts]
+
+    # --- openSMILE functionals
+    audio_ok = np.array([cfg.audio and u.audio_path is not None for u in utts], dtype=bool)
+    audio = None
+    if audio_ok.any():
+        store = FeatureStore(root / f"opensmile-{_setting_id(fs=cfg.feature_set)}" / f"{name}.npz")
+        keys = [audio_key(u) if ok else "" for u, ok in zip(utts, audio_ok)]
+        todo = [i for i, k in enumerate(keys) if k and k not in store]
+        if todo:
+            jobs = [(str(utts[i].audio_path), utts[i].start_s, utts[i].end_s, cfg.feature_set) for i in todo]
+            results = _run_jobs(jobs, cfg, f"openSMILE {name}")
+            for i, (vec, err) in zip(todo, results):
+                if vec is None:
+                    failures.append((utts[i].source or str(utts[i].audio_path), err))
+                    split.report_unreadable(utts[i], err)
+                    audio_ok[i] = False
+                else:
+                    store.put(keys[i], vec)
+            store.save()
+        dim = next((store[k].shape[0] for k in keys if k and k in store), 6373)
+        audio = np.full((len(utts), dim), np.nan, np.float32)
+        for i, k in enumerate(keys):
+            if audio_ok[i] and k in store:
+                audio[i] = store[k]
+            else:
+                audio_ok[i] = False
+
+    # --- text vectors (and token states for MCFN)
+    encoder = TextEncoder(cfg.text_encoder)
+    enc_id = _setting_id(enc=encoder.name, pool="mean_last4", max_tokens=encoder.max_tokens)
+    tstore = FeatureStore(root / f"text-{enc_id}" / f"{name}.npz")
+    tkeys = [text_key(t) for t in texts]
+    missing = sorted({(k, t) for k, t in zip(tkeys, texts) if k not in tstore})
+    for lo in tqdm(range(0, len(missing), 64), desc=f"text {name}", disable=not cfg.progress or not missing):
+        chunk = missing[lo : lo + 64]
+        for (k, _), vec in zip(chunk, encoder.encode([t for _, t in chunk])):
+            tstore.put(k, vec)
+    tstore.save()
+    text = np.stack([tstore[k] for k in tkeys]) if utts else np.zeros((0, encoder.dim), np.float32)
+
+    tokens = None
+    if cfg.tokens:
+        kstore = FeatureStore(root / f"tokens-{enc_id}" / f"{name}.npz")
+        missing = sorted({(k, t) for k, t in zip(tkeys, texts) if k not in kstore})
+        for lo in range(0, len(missing), 64):
+            chunk = missing[lo : lo + 64]
+            for (k, _), states in zip(chunk, encoder.encode_tokens([t for _, t in chunk])):
+                kstore.put(k, states if len(states) else np.zeros((1, encoder.dim), np.float32))
+        kstore.save(ragged=True)
+        tokens = [kstore[k] for k in tkeys]
+
+    frames = None
+    if cfg.frames:
+        frames = _frames(utts, audio_ok, root / "logmel-default" / f"{name}.npz")
+    return SplitFeatures([u.key for u in utts], audio, audio_ok, text, texts, frames, tokens, failures)
+
+
+def _run_jobs(jobs: list, cfg: ExtractConfig, desc: str) -> list:
+    if cfg.workers == 1:
+        return [_opensmile_job(j) for j in tqdm(jobs, desc=desc, disable=not cfg.progress)]
+    with ProcessPoolExecutor(cfg.workers) as pool:
+        results = pool.map(_opensmile_job, jobs, chunksize=8)
+        return list(tqdm(results, total=len(jobs), desc=desc, disable=not cfg.progress))
+
+
+def _frames(utts: list[Utterance], ok: np.ndarray, path: Path) -> list[np.ndarray]:
+    from streamer.audio import load_audio
+    from streamer.features import LogMelExtractor
+
+    ext = LogMelExtractor()
+    store = FeatureStore(path)
+    out = []
+    for u, good in zip(utts, ok):
+        if not good:
+            out.append(np.zeros((1, ext.dim), np.float32))
+            continue
+        k = audio_key(u)
+        if k not in store:
+            store.put(k, ext(load_audio(u.audio_path, start_s=u.start_s, end_s=u.end_s)))
+        out.append(store[k])
+    store.save(ragged=True)
+    return out
+
+
+def _transcripts(utts: list[Utterance], cfg: ExtractConfig, path: Path) -> list[str]:
+    """The given text, or Whisper's transcript (cached by audio content) where there is none."""
+    need = [i for i, u in enumerate(utts) if u.text is None]
+    texts = [u.text or "" for u in utts]
+    if not need:
+        return texts
+    from streamer.asr import Transcriber
+
+    from streamer.audio import load_audio
+
+    store_path = path.with_suffix(".json")
+    cache: dict[str, str] = json.loads(store_path.read_text()) if store_path.is_file() else {}
+    transcriber = None
+    for i in tqdm(need, desc="whisper", disable=not cfg.progress):
+        u = utts[i]
+        k = audio_key(u)
+        if k not in cache:
+            transcriber = transcriber or Transcriber(cfg.asr_model or "tiny.en")
+            cache[k] = transcriber.transcribe(load_audio(u.audio_path, start_s=u.start_s, end_s=u.end_s))
+        texts[i] = cache[k]
+    store_path.parent.mkdir(parents=True, exist_ok=True)
+    store_path.write_text(json.dumps(cache))
+    return texts

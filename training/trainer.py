@@ -1,0 +1,201 @@
+"""The training loop: mini-batches of dialogues, modality dropout, early stopping
+on validation loss, and optional DistributedDataParallel (``torchrun``).
+
+Data arrive as :class:`FeatureDialogue` lists (per-utterance feature dicts as
+:func:`models.batch.collate` takes them, plus label indices), so the loop knows
+nothing about corpora or extractors.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from models.base import EmotionModel, resolve_device
+from models.batch import Batch, collate
+from training.losses import IGNORE, compute_loss
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FeatureDialogue:
+    dialogue_id: str
+    utterances: list[dict]
+    labels: list[int]  # IGNORE (-100) where an utterance has no label
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Defaults from the HBAF paper: Adam 1e-4, L2 3e-4, 32 dialogues a batch, patience 15."""
+
+    max_epochs: int = 200
+    batch_size: int = 32
+    lr: float = 1e-4
+    weight_decay: float = 3e-4
+    patience: int = 15
+    seed: int = 0
+    device: str = "auto"
+    #: Probability of hiding one modality of an utterance at training time.
+    audio_dropout: float = 0.0
+    text_dropout: float = 0.0
+    grad_clip: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.max_epochs < 1 or self.batch_size < 1 or self.patience < 1:
+            raise ValueError("max_epochs, batch_size and patience must be at least 1")
+        if not (0 <= self.audio_dropout < 1 and 0 <= self.text_dropout < 1):
+            raise ValueError("modality dropout probabilities must lie in [0, 1)")
+        if self.audio_dropout + self.text_dropout >= 1:
+            raise ValueError("audio_dropout + text_dropout must stay below 1 (one modality must remain)")
+        if self.lr <= 0 or self.weight_decay < 0:
+            raise ValueError("lr must be positive and weight_decay non-negative")
+
+
+@dataclass
+class TrainResult:
+    best_epoch: int
+    best_val_loss: float
+    history: list[dict] = field(default_factory=list)
+
+
+def make_batch(dialogues: list[FeatureDialogue]) -> tuple[Batch, torch.Tensor]:
+    batch = collate([d.utterances for d in dialogues])
+    labels = torch.full(batch.mask.shape, IGNORE, dtype=torch.long)
+    for i, d in enumerate(dialogues):
+        labels[i, : len(d.labels)] = torch.as_tensor(d.labels, dtype=torch.long)
+    return batch, labels
+
+
+def modality_dropout(batch: Batch, p_audio: float, p_text: float, gen: torch.Generator) -> Batch:
+    """Hide audio or text (never both) of random utterances: present flag False, features zeroed.
+
+    The model then learns to classify from whichever modality is left, which the
+    live tracker needs when the words are neutral or the voice is unlike training.
+    """
+    if p_audio == 0 and p_text == 0:
+        return batch
+    u = torch.rand(batch.mask.shape, generator=gen)
+    drop_audio = u < p_audio
+    drop_text = (u >= p_audio) & (u < p_audio + p_text)
+    values = {}
+    for name, drop in (("audio", drop_audio), ("text", drop_text)):
+        x = getattr(batch, name)
+        present = getattr(batch, f"{name}_present")
+        keep = ~drop if present is None else present & ~drop
+        values[f"{name}_present"] = keep
+        if x is not None:
+            values[name] = x * keep[..., None].to(x.dtype)
+    return Batch(**{**batch.__dict__, **values})
+
+
+def _distributed() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def init_distributed(device: torch.device) -> bool:
+    """Join the process group when started by torchrun (WORLD_SIZE > 1); gloo on CPU, nccl on CUDA."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        return dist.is_initialized()
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return True
+
+
+def evaluate_loss(model: EmotionModel, data: list[FeatureDialogue], batch_size: int, device) -> tuple[float, int]:
+    """Mean validation loss per labelled utterance (summed over ranks under DDP) and the count."""
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for i in range(0, len(data), batch_size):
+            batch, labels = make_batch(data[i : i + batch_size])
+            batch, labels = batch.to(device), labels.to(device)
+            n = int((labels != IGNORE).sum())
+            if n:
+                total += float(compute_loss(model, model(batch), labels, batch)["total"]) * n
+                count += n
+    if dist.is_initialized():
+        t = torch.tensor([total, count], dtype=torch.float64)
+        dist.all_reduce(t)
+        total, count = float(t[0]), int(t[1])
+    return (total / count if count else math.inf), count
+
+
+def predict(model: EmotionModel, data: list[FeatureDialogue], batch_size: int = 32, device="cpu"):
+    """Logits (N, C) and labels (N,) of every labelled utterance, in data order."""
+    model.eval()
+    logits, ys = [], []
+    with torch.no_grad():
+        for i in range(0, len(data), batch_size):
+            batch, labels = make_batch(data[i : i + batch_size])
+            out = model(batch.to(device)).logits.cpu()
+            keep = labels != IGNORE
+            logits.append(out[keep].float().numpy())
+            ys.append(labels[keep].numpy())
+    if not logits:
+        return np.zeros((0, model.num_classes), np.float32), np.zeros(0, np.int64)
+    return np.concatenate(logits), np.concatenate(ys)
+
+
+def train(
+    model: EmotionModel, train_set: list[FeatureDialogue], val_set: list[FeatureDialogue], cfg: TrainConfig
+) -> TrainResult:
+    """Train in place; on return ``model`` holds the weights of the best validation epoch."""
+    if not train_set or not val_set:
+        raise ValueError("training needs at least one training and one validation dialogue")
+    device = resolve_device(cfg.device)
+    init_distributed(device)
+    rank, world = _distributed()
+    torch.manual_seed(cfg.seed)
+    model.to(device)
+    net = model
+    if world > 1:
+        net = DistributedDataParallel(model, find_unused_parameters=True)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    gen = torch.Generator().manual_seed(cfg.seed + 1000 * rank)
+    order_rng = np.random.default_rng(cfg.seed)
+    shard_val = val_set[rank::world]
+    best = TrainResult(best_epoch=-1, best_val_loss=math.inf)
+    best_state = copy.deepcopy(model.state_dict())
+    for epoch in range(cfg.max_epochs):
+        model.train()
+        order = order_rng.permutation(len(train_set))  # same on every rank, then sharded
+        mine = order[rank::world]
+        steps = max(1, math.ceil(len(order) / world / cfg.batch_size))
+        running, seen = 0.0, 0
+        for step in range(steps):
+            idx = mine[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+            if len(idx) == 0:  # uneven shards: every rank must still take part in each step
+                idx = mine[:1] if len(mine) else order[:1]
+            batch, labels = make_batch([train_set[i] for i in idx])
+            batch = modality_dropout(batch, cfg.audio_dropout, cfg.text_dropout, gen).to(device)
+            labels = labels.to(device)
+            loss = compute_loss(model, net(batch), labels, batch)["total"]
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            running += loss.item() * len(idx)
+            seen += len(idx)
+        val_loss, _ = evaluate_loss(model, shard_val, cfg.batch_size, device)
+        best.history.append({"epoch": epoch, "train_loss": running / max(seen, 1), "val_loss": val_loss})
+        if rank == 0:
+            log.info("epoch %d train %.4f val %.4f", epoch, running / max(seen, 1), val_loss)
+        if val_loss < best.best_val_loss - 1e-6:
+            best.best_val_loss, best.best_epoch = val_loss, epoch
+            best_state = copy.deepcopy(model.state_dict())
+        elif epoch - best.best_epoch >= cfg.patience:
+            break
+    model.load_state_dict(best_state)
+    model.eval()
+    return best

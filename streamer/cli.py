@@ -1,8 +1,8 @@
 """``ser-live``: track emotions from the microphone or a recording.
 
-    ser-live                          # microphone, Textual UI
-    ser-live --replay talk.m4a        # a recording, in real time
-    ser-live --replay talk.wav --speed max --no-ui --jsonl events.jsonl
+ser-live                          # microphone, Textual UI
+ser-live --replay talk.m4a        # a recording, in real time
+ser-live --replay talk.wav --speed max --no-ui --jsonl events.jsonl
 """
 
 from __future__ import annotations
@@ -55,8 +55,12 @@ def _segmenter_config(args):
     from streamer.segmenter import SegmenterConfig
 
     return SegmenterConfig(
-        aggressiveness=args.vad_aggressiveness, frame_ms=args.frame_ms, end_silence_ms=args.end_silence_ms,
-        preroll_ms=args.preroll_ms, min_utterance_ms=args.min_utterance_ms, max_utterance_ms=args.max_utterance_ms,
+        aggressiveness=args.vad_aggressiveness,
+        frame_ms=args.frame_ms,
+        end_silence_ms=args.end_silence_ms,
+        preroll_ms=args.preroll_ms,
+        min_utterance_ms=args.min_utterance_ms,
+        max_utterance_ms=args.max_utterance_ms,
     )
 
 
@@ -133,8 +137,9 @@ def run_headless(pipeline, args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     try:
         if args.list_devices:
             from streamer.audio import list_devices

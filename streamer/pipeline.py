@@ -75,7 +75,7 @@ class UtteranceProcessor:
             t = time.perf_counter()
             text = self.transcriber.transcribe(utt.audio) if self.transcriber is not None else ""
             latency["asr"] = (time.perf_counter() - t) * 1000
-            speaker_id = SPEAKER_NAMES.index(speaker) if speaker in SPEAKER_NAMES and speaker else 0
+            speaker_id = SPEAKER_NAMES.index(speaker) if speaker and speaker in SPEAKER_NAMES else 0
             feats, stage_ms = self.features.utterance(utt.audio, text, speaker=speaker_id)
             latency.update(stage_ms)
             for name, value in feats.items():
@@ -91,9 +91,15 @@ class UtteranceProcessor:
         latency["total"] = (time.perf_counter() - t0) * 1000
         best = int(probs.argmax())
         return UtteranceEvent(
-            index=index, start_s=round(utt.start_s, 3), end_s=round(utt.end_s, 3), speaker=speaker, text=text,
-            label=self.labels[best], confidence=float(probs[best]),
-            probs={label: round(float(p), 4) for label, p in zip(self.labels, probs)}, latency_ms=latency,
+            index=index,
+            start_s=round(utt.start_s, 3),
+            end_s=round(utt.end_s, 3),
+            speaker=speaker,
+            text=text,
+            label=self.labels[best],
+            confidence=float(probs[best]),
+            probs={label: round(float(p), 4) for label, p in zip(self.labels, probs)},
+            latency_ms=latency,
         )
 
 
@@ -131,8 +137,11 @@ class LivePipeline:
         since_level = 0
         was_paused = False
         d = self._description
-        emit(StatusEvent(f"listening: {getattr(self.source, 'description', '')}", d.get("model", ""),
-                         d.get("device", "")))
+        emit(
+            StatusEvent(
+                f"listening: {getattr(self.source, 'description', '')}", d.get("model", ""), d.get("device", "")
+            )
+        )
         try:
             for block in self.source:
                 if stop.is_set():
@@ -156,8 +165,11 @@ class LivePipeline:
                 if since_level >= level_every:
                     since_level = 0
                     seg = self.segmenters[0]
-                    emit(LevelEvent(seg.samples_seen / rate, _finite(seg.level_dbfs),
-                                    any(s.in_speech for s in self.segmenters)))
+                    emit(
+                        LevelEvent(
+                            seg.samples_seen / rate, _finite(seg.level_dbfs), any(s.in_speech for s in self.segmenters)
+                        )
+                    )
             if not stop.is_set():
                 for seg in self.segmenters:
                     for utt in seg.flush():
@@ -166,8 +178,14 @@ class LivePipeline:
             emit(StatusEvent("input ended", dropped_blocks=dropped, finished=True))
         except Exception as exc:  # source failure (device gone...): report, keep what was recorded
             log.error("input failed: %s", exc)
-            emit(StatusEvent(f"input failed: {exc}", error=True, finished=True,
-                             dropped_blocks=getattr(self.source, "dropped_blocks", 0)))
+            emit(
+                StatusEvent(
+                    f"input failed: {exc}",
+                    error=True,
+                    finished=True,
+                    dropped_blocks=getattr(self.source, "dropped_blocks", 0),
+                )
+            )
         finally:
             if self.recorder is not None:
                 self.recorder.close()

@@ -1,0 +1,133 @@
+"""The live pipeline on the demo recordings with fake ASR/features (fast) and a tiny model."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import models
+from models import FeaturePipeline
+from streamer.audio import FileSource
+from streamer.events import LevelEvent, StatusEvent, UtteranceEvent
+from streamer.pipeline import LivePipeline, UtteranceProcessor
+
+RECORDINGS = Path(__file__).parent.parent / "recordings"
+LABELS = ["anger", "disgust", "fear", "joy", "neutral", "sadness", "surprise"]
+
+
+class FakeTranscriber:
+    def __init__(self, fail_on: set[int] = frozenset()):
+        self.calls = 0
+        self.fail_on = fail_on
+
+    def transcribe(self, audio: np.ndarray) -> str:
+        self.calls += 1
+        if self.calls - 1 in self.fail_on:
+            raise RuntimeError("decoder exploded")
+        return f"utterance of {len(audio) / 16000:.2f} seconds"
+
+
+class FakeFeatures:
+    """Energy statistics as the 'text' vector: cheap, deterministic, depends on the audio."""
+
+    def utterance(self, audio, text, speaker=None):
+        x = np.array([np.log(np.mean(audio**2) + 1e-9), len(audio) / 16000, audio.std(), np.abs(audio).max()])
+        return {"text": torch.tensor(x, dtype=torch.float32), "speaker": speaker or 0}, {"text": 0.1}
+
+
+def processor(fail_on=frozenset()):
+    torch.manual_seed(0)
+    model = models.build("text", input_dim=4, hidden=8)
+    ck = models.Checkpoint(model.eval(), LABELS, FeaturePipeline())
+    return UtteranceProcessor(ck, FakeFeatures(), FakeTranscriber(fail_on))
+
+
+def run(pipeline) -> list:
+    events = []
+    pipeline.run(events.append, threading.Event(), threading.Event())
+    return events
+
+
+def truth(name):
+    return [json.loads(line) for line in (RECORDINGS / f"{name}.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("name", ["demo-kitchen", "demo-office"])
+def test_demo_segments_match_the_script(name):
+    events = run(LivePipeline(FileSource(RECORDINGS / f"{name}.flac", speed="max"), processor()))
+    utts = [e for e in events if isinstance(e, UtteranceEvent)]
+    expected = truth(name)
+    assert len(utts) == len(expected)
+    for got, want in zip(utts, expected):
+        assert abs(got.start_s - want["start_s"]) < 0.35
+        assert abs(got.end_s - want["end_s"]) < 0.35
+        assert got.label in LABELS and abs(sum(got.probs.values()) - 1) < 1e-3
+        assert {"asr", "text", "model", "total"} <= got.latency_ms.keys()
+    assert any(isinstance(e, LevelEvent) and e.speech for e in events)
+    assert isinstance(events[-1], StatusEvent) and events[-1].finished
+
+
+def test_same_events_for_any_block_size():
+    def labels(block_ms):
+        src = FileSource(RECORDINGS / "demo-office.flac", block_ms=block_ms, speed="max")
+        return [
+            (e.start_s, e.end_s, e.label, e.probs)
+            for e in run(LivePipeline(src, processor()))
+            if isinstance(e, UtteranceEvent)
+        ]
+
+    assert labels(20) == labels(100) == labels(370)
+
+
+def test_split_channels_gives_speakers():
+    src = FileSource(RECORDINGS / "demo-kitchen-stereo.flac", speed="max", split_channels=True)
+    utts = [e for e in run(LivePipeline(src, processor())) if isinstance(e, UtteranceEvent)]
+    assert [e.speaker for e in sorted(utts, key=lambda e: e.start_s)] == [t["speaker"] for t in truth("demo-kitchen")]
+
+
+def test_a_failing_utterance_does_not_end_the_session():
+    events = run(LivePipeline(FileSource(RECORDINGS / "demo-office.flac", speed="max"), processor({1})))
+    utts = [e for e in events if isinstance(e, UtteranceEvent)]
+    assert utts[1].error == "decoder exploded" and utts[1].label is None
+    assert all(e.error is None and e.label for e in utts[2:])
+    assert len(utts) == len(truth("demo-office"))
+
+
+def test_source_failure_is_reported_and_recording_kept(tmp_path):
+    from streamer.audio import Recorder, load_audio
+
+    class Dies:
+        channels, dropped_blocks, description = 1, 3, "fake mic"
+
+        def __iter__(self):
+            for _ in range(5):
+                yield np.full(1600, 0.1, np.float32)
+            raise OSError("device unplugged")
+
+    rec = Recorder(tmp_path / "session.flac")
+    events = run(LivePipeline(Dies(), processor(), recorder=rec))
+    last = events[-1]
+    assert isinstance(last, StatusEvent) and last.error and "device unplugged" in last.message
+    assert last.dropped_blocks == 3
+    assert len(load_audio(tmp_path / "session.flac")) == 5 * 1600
+
+
+def test_pause_drops_audio_and_stop_ends():
+    src = FileSource(RECORDINGS / "demo-office.flac", speed="max")
+    paused = threading.Event()
+    paused.set()
+    events = []
+    LivePipeline(src, processor()).run(events.append, threading.Event(), paused)
+    assert not any(isinstance(e, UtteranceEvent) for e in events)
+    stop = threading.Event()
+    stop.set()
+    events = []
+    LivePipeline(FileSource(RECORDINGS / "demo-office.flac", speed="max"), processor()).run(
+        events.append, stop, threading.Event()
+    )
+    assert not any(isinstance(e, UtteranceEvent) for e in events)

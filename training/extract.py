@@ -169,17 +169,24 @@ def extract_split(split: DatasetSplit, cfg: ExtractConfig) -> SplitFeatures:
         store = FeatureStore(root / f"opensmile-{_setting_id(fs=cfg.feature_set)}" / f"{name}.npz")
         keys = [audio_key(u) if ok else "" for u, ok in zip(utts, audio_ok)]
         todo = [i for i, k in enumerate(keys) if k and k not in store]
-        if todo:
-            jobs = [(str(utts[i].audio_path), utts[i].start_s, utts[i].end_s, cfg.feature_set) for i in todo]
-            results = _run_jobs(jobs, cfg, f"openSMILE {name}")
-            for i, (vec, err) in zip(todo, results):
-                if vec is None:
-                    failures.append((utts[i].source or str(utts[i].audio_path), err))
-                    split.report_unreadable(utts[i], err)
-                    audio_ok[i] = False
-                else:
-                    store.put(keys[i], vec)
-            store.save()
+        # the same clip can serve several utterances (paired data): extract each key once
+        first: dict[str, int] = {}
+        for i in todo:
+            first.setdefault(keys[i], i)
+        unique = list(first.values())
+        jobs = [(str(utts[i].audio_path), utts[i].start_s, utts[i].end_s, cfg.feature_set) for i in unique]
+        bad: dict[str, str] = {}
+        for i, (vec, err) in zip(unique, _run_jobs(jobs, cfg, f"openSMILE {name}", store)):
+            if vec is None:
+                bad[keys[i]] = err
+            else:
+                store.put(keys[i], vec)
+        store.save()
+        for i in todo:
+            if keys[i] in bad:
+                failures.append((utts[i].source or str(utts[i].audio_path), bad[keys[i]]))
+                split.report_unreadable(utts[i], bad[keys[i]])
+                audio_ok[i] = False
         dim = next((store[k].shape[0] for k in keys if k and k in store), 6373)
         audio = np.full((len(utts), dim), np.nan, np.float32)
         for i, k in enumerate(keys):
@@ -218,12 +225,22 @@ def extract_split(split: DatasetSplit, cfg: ExtractConfig) -> SplitFeatures:
     return SplitFeatures([u.key for u in utts], audio, audio_ok, text, texts, frames, tokens, failures)
 
 
-def _run_jobs(jobs: list, cfg: ExtractConfig, desc: str) -> list:
-    if cfg.workers == 1:
-        return [_opensmile_job(j) for j in tqdm(jobs, desc=desc, disable=not cfg.progress)]
-    with ProcessPoolExecutor(cfg.workers) as pool:
-        results = pool.map(_opensmile_job, jobs, chunksize=8)
-        return list(tqdm(results, total=len(jobs), desc=desc, disable=not cfg.progress))
+def _run_jobs(jobs: list, cfg: ExtractConfig, desc: str, store: FeatureStore, save_every: int = 200):
+    """Yield (vector, error) per job in order; the store is saved every ``save_every`` jobs,
+    so an interrupted extraction keeps what it had done."""
+    bar = tqdm(total=len(jobs), desc=desc, disable=not cfg.progress or not jobs)
+    pool = ProcessPoolExecutor(cfg.workers) if cfg.workers > 1 and len(jobs) > 1 else None
+    try:
+        results = pool.map(_opensmile_job, jobs, chunksize=4) if pool else map(_opensmile_job, jobs)
+        for n, result in enumerate(results, 1):
+            bar.update()
+            yield result
+            if n % save_every == 0:
+                store.save()
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
 
 
 def _frames(utts: list[Utterance], ok: np.ndarray, path: Path) -> list[np.ndarray]:
@@ -252,7 +269,6 @@ def _transcripts(utts: list[Utterance], cfg: ExtractConfig, path: Path) -> list[
     if not need:
         return texts
     from streamer.asr import Transcriber
-
     from streamer.audio import load_audio
 
     store_path = path.with_suffix(".json")

@@ -50,18 +50,22 @@ class WordTiming:
     probability: float
 
 
-def resolve_whisper_device(device: str = "auto") -> str:
-    """``auto`` picks CUDA when CTranslate2 sees a GPU (torch may be a CPU build), else CPU."""
-    if device not in DEVICES:
-        raise ASRError(f"unknown ASR device {device!r}: use one of {DEVICES}")
+def resolve_whisper_device(device: str = "auto") -> tuple[str, int]:
+    """``auto`` picks CUDA when CTranslate2 sees a GPU (torch may be a CPU build), else CPU.
+
+    Returns CTranslate2's ``(device, device_index)``; ``cuda:N`` is accepted like torch's.
+    """
+    kind, _, index = device.partition(":")
+    if kind not in DEVICES or (index and (kind != "cuda" or not index.isdigit())):
+        raise ASRError(f"unknown ASR device {device!r}: use auto, cpu, cuda or cuda:N")
     import ctranslate2
 
     gpus = ctranslate2.get_cuda_device_count()
-    if device == "cuda" and gpus == 0:
-        raise ASRError("ASR device 'cuda' asked for but CTranslate2 sees no GPU: use auto or cpu")
-    if device == "auto":
-        return "cuda" if gpus > 0 else "cpu"
-    return device
+    if kind == "auto":
+        kind = "cuda" if gpus > 0 else "cpu"
+    elif kind == "cuda" and int(index or 0) >= gpus:
+        raise ASRError(f"ASR device {device!r} asked for but CTranslate2 sees {gpus} GPU(s): use auto or cpu")
+    return kind, int(index or 0)
 
 
 class Transcriber:
@@ -89,7 +93,7 @@ class Transcriber:
         if cpu_threads < 0:
             raise ASRError(f"cpu_threads must be >= 0 (0: CTranslate2's default), got {cpu_threads}")
         self.name = str(model)
-        self.device = resolve_whisper_device(device)
+        self.device, device_index = resolve_whisper_device(device)
         self.compute_type = compute_type if compute_type != "auto" else ("float16" if self.device == "cuda" else "int8")
         self.language = language
         self.beam_size = beam_size
@@ -98,6 +102,7 @@ class Transcriber:
             self.model = WhisperModel(
                 source,
                 device=self.device,
+                device_index=device_index,
                 compute_type=self.compute_type,
                 cpu_threads=cpu_threads,
                 local_files_only=True,

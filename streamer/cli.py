@@ -115,7 +115,7 @@ def run_headless(pipeline, args) -> int:
             if event.error:
                 status["error"] = True
                 print(f"error: {event.message}", file=sys.stderr, flush=True)
-            elif args.verbose or event.finished:
+            elif args.verbose:
                 print(f"# {event.message}", file=sys.stderr, flush=True)
 
     stop, paused = threading.Event(), threading.Event()
@@ -130,9 +130,28 @@ def run_headless(pipeline, args) -> int:
             path = args.export_path or Path(f"{(args.replay or Path('session')).stem}.{args.export}")
             export(events, path, args.export)
             print(f"# wrote {path}", file=sys.stderr)
-    if not events and not status["error"]:
-        print("# no speech found in the input", file=sys.stderr)
-    return 1 if status["error"] else 0
+    if status["error"]:
+        return 1
+    if not events and not stop.is_set():
+        print(
+            "ser-live: no speech found in the input; check the input level or lower --vad-aggressiveness",
+            file=sys.stderr,
+        )
+        return 3
+    return 0
+
+
+def _quiet_libraries(verbose: bool) -> None:
+    """Model-loading progress bars would garble the one-line-per-utterance output."""
+    if verbose:
+        return
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    except ImportError:  # transformers is a dependency; this only guards odd installs
+        pass
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -140,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
+    _quiet_libraries(args.verbose)
     try:
         if args.list_devices:
             from streamer.audio import list_devices

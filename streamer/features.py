@@ -100,7 +100,7 @@ class OpenSmileExtractor:
         bad = ~np.isfinite(out)
         if bad.any():
             log.warning("openSMILE gave %d non-finite functionals for %d samples; set to 0", bad.sum(), len(x))
-            out[bad] = 0.0
+            out = np.where(bad, np.float32(0.0), out)
         return out
 
 
@@ -161,7 +161,7 @@ def fit_audio_pipeline(
     std = raw.std(axis=0)
     scale = np.where(std > 1e-8 * np.maximum(np.abs(mean), 1.0), std, 1.0)
     z = (raw - mean) / scale
-    svm = LinearSVC(C=svm_c, dual="auto", max_iter=5000, random_state=seed)
+    svm = LinearSVC(C=svm_c, dual=True, max_iter=5000, random_state=seed)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
         svm.fit(z, labels)
@@ -299,7 +299,7 @@ class LogMelExtractor:
     """``audio (n,) -> (T, n_mels * (3 if deltas else 1))`` float32, normalised per utterance.
 
     Plain numpy (no torchaudio): Hann-windowed power spectrum, HTK-mel triangles,
-    log, HTK regression deltas (N=2), then per-utterance mean/variance
+    log (floored 100 dB below the peak), HTK regression deltas (N=2), then per-utterance mean/variance
     normalisation so the model sees the shape of the spectrum, not the gain.
     Longer audio keeps its first ``max_frames`` frames.
     """
@@ -338,11 +338,14 @@ class LogMelExtractor:
         n = min(1 + (len(x) - self.win) // self.hop, self.max_frames)
         idx = np.arange(self.win)[None, :] + self.hop * np.arange(n)[:, None]
         spec = np.abs(np.fft.rfft(x[idx] * self.window, n=self.n_fft, axis=1)) ** 2
-        feats = np.log(spec @ self.filters.T + 1e-10)
+        mel = (spec @ self.filters.T).astype(np.float64)  # float64 statistics: float32 sums drift by ~1e-5
+        # Floor 100 dB below the loudest band: exact digital silence cannot dominate, and gain cancels out.
+        feats = np.log(np.maximum(mel, max(float(mel.max()), 1e-30) * 1e-10))
         if self.deltas:
             d1 = _deltas(feats)
             feats = np.concatenate([feats, d1, _deltas(d1)], axis=1)
-        feats = (feats - feats.mean(0)) / np.maximum(feats.std(0), 1e-5)
+        std = feats.std(0)
+        feats = (feats - feats.mean(0)) / np.where(std > 1e-5, std, 1.0)  # constant bands stay ~0
         return feats.astype(np.float32)
 
 

@@ -28,8 +28,15 @@ def synthetic(n_dialogues, seed, audio_dim=6, text_dim=5):
 
 def test_training_learns_and_keeps_best_epoch():
     torch.manual_seed(0)
-    m = models.build("bclstm", context=ContextConfig("online", 4), audio_dim=6, text_dim=5, num_classes=3,
-                     hidden=16, fusion_hidden=16)
+    m = models.build(
+        "bclstm",
+        context=ContextConfig("online", 4),
+        audio_dim=6,
+        text_dim=5,
+        num_classes=3,
+        hidden=16,
+        fusion_hidden=16,
+    )
     tr, va = synthetic(60, 0), synthetic(20, 1)
     logits0, y = predict(m, va)
     res = train(m, tr, va, TrainConfig(max_epochs=25, batch_size=8, lr=3e-3, patience=5))

@@ -88,6 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", default="test")
     ev.add_argument("--output", type=Path, default=None, help="write the metrics JSON here")
 
+    e2 = sub.add_parser("e2e", help="replay recordings with ground truth through VAD + ASR + model and score them")
+    e2.add_argument("recordings", nargs="+", type=Path, help="audio files, each with <name>.jsonl ground truth beside")
+    e2.add_argument("--model", type=Path, default=None, help="checkpoint (default: the bundled model)")
+    e2.add_argument("--asr-model", default="tiny.en")
+    e2.add_argument("--split-channels", action="store_true")
+    e2.add_argument("--output", type=Path, default=None, help="write the results JSON here")
+
     cp = sub.add_parser("compare", help="markdown table over runs (mean ± std across seeds)")
     cp.add_argument("runs", nargs="+", type=Path)
     cp.add_argument("--split", default="validation")
@@ -178,6 +185,29 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_e2e(args) -> int:
+    from training.e2e import evaluate_recording
+
+    results = []
+    for rec in args.recordings:
+        truth = rec.with_suffix(".jsonl")
+        if not truth.is_file():
+            stem = rec.stem.removesuffix("-stereo")
+            truth = rec.with_name(stem + ".jsonl")
+        if not truth.is_file():
+            raise ValueError(f"no ground truth for {rec}: expected {truth}")
+        r = evaluate_recording(rec, truth, args.model, asr_model=args.asr_model, split_channels=args.split_channels)
+        results.append(r)
+        print(
+            f"{rec.name}: weighted F1 {r['weighted_f1']:.3f} accuracy {r['accuracy']:.3f} WER {r['wer']:.3f} "
+            f"| truth {r['truth']} predicted {r['predicted']} missed {r['missed']} split {r['split']} "
+            f"merged {r['merged']} false alarms {r['false_alarms']}"
+        )
+    if args.output:
+        args.output.write_text(json.dumps(results, indent=2))
+    return 0
+
+
 def cmd_compare(args) -> int:
     print(compare_table(args.runs, args.split))
     return 0
@@ -209,7 +239,13 @@ def compare_table(run_dirs: list[Path], split: str = "validation") -> str:
     return "\n".join(lines)
 
 
-COMMANDS = {"extract": cmd_extract, "train": cmd_train, "evaluate": cmd_evaluate, "compare": cmd_compare}
+COMMANDS = {
+    "extract": cmd_extract,
+    "train": cmd_train,
+    "evaluate": cmd_evaluate,
+    "e2e": cmd_e2e,
+    "compare": cmd_compare,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,110 @@
+"""faster-whisper wrapper on the bundled tiny.en and real speech (repo fixtures, shared RAVDESS, espeak-ng)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from scipy.signal import resample_poly
+
+from streamer.asr import ASRError, Transcriber, bundled_whisper_path, resolve_whisper_device
+
+ROOT = Path(__file__).parent.parent
+FIXTURES = ROOT / "tests" / "fixtures"
+RAVDESS = ROOT.parent / "shared" / "data" / "ravdess"
+
+
+def read(path: Path) -> np.ndarray:
+    audio, rate = sf.read(path, dtype="float32")
+    assert rate == 16000
+    return audio
+
+
+@pytest.fixture(scope="module")
+def whisper():
+    return Transcriber(device="cpu")
+
+
+def test_bundled_model_is_tiny_en(whisper):
+    assert (bundled_whisper_path() / "model.bin").is_file()
+    assert whisper.device == "cpu" and whisper.compute_type == "int8"
+    assert not whisper.model.model.is_multilingual
+
+
+def test_transcribes_repo_fixture(whisper):
+    text = whisper.transcribe(read(FIXTURES / "speech_a.flac")).lower()
+    assert "weather" in text and "harbo" in text and text == text.strip()
+
+
+@pytest.mark.skipif(not RAVDESS.is_dir(), reason="shared data not available")
+@pytest.mark.parametrize("name", ["03-01-01-01-01-01-01.flac", "03-01-05-02-02-01-01.flac"])
+def test_transcribes_ravdess(whisper, name):
+    # sentence 01 "Kids are talking by the door", 02 "Dogs are sitting by the door" (neutral, then angry)
+    text = whisper.transcribe(read(RAVDESS / "Actor_01" / name)).lower()
+    assert "door" in text and ("kids" in text) == name.endswith("01-01-01.flac")
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
+def test_transcribes_espeak_sentence(whisper):
+    wav = subprocess.run(
+        ["espeak-ng", "-v", "en-us", "-s", "150", "--stdout", "Please open the window before the meeting starts."],
+        capture_output=True,
+        check=True,
+    ).stdout
+    import io
+
+    audio, rate = sf.read(io.BytesIO(wav), dtype="float32")
+    audio = resample_poly(audio, 16000, rate).astype(np.float32)
+    text = whisper.transcribe(audio).lower()
+    assert "window" in text and "meeting" in text
+
+
+def test_word_timings(whisper):
+    audio = read(FIXTURES / "speech_a.flac")
+    text, words = whisper.transcribe_words(audio)
+    assert "weather" in text.lower() and len(words) >= 8
+    assert "weather" in [w.word.lower().strip(".,") for w in words]
+    starts = [w.start_s for w in words]
+    assert starts == sorted(starts) and all(0 <= w.start_s <= w.end_s <= len(audio) / 16000 + 0.1 for w in words)
+    assert all(0 <= w.probability <= 1 for w in words)
+
+
+def test_silence_and_empty_give_empty_text(whisper):
+    assert whisper.transcribe(np.zeros(0, np.float32)) == ""
+    assert whisper.transcribe(np.zeros(16000, np.float32)) == ""
+
+
+def test_bad_audio_is_a_clear_error(whisper):
+    with pytest.raises(ASRError, match="mono float"):
+        whisper.transcribe(np.zeros((2, 16000), np.float32))
+    with pytest.raises(ASRError, match="mono float"):
+        whisper.transcribe(np.zeros(16000, np.int16))
+
+
+def test_missing_models_are_one_sentence_errors(tmp_path):
+    with pytest.raises(ASRError, match="does not exist"):
+        Transcriber(str(tmp_path / "no-such-model"))
+    with pytest.raises(ASRError, match="no model.bin"):
+        Transcriber(str(tmp_path))
+    with pytest.raises(ASRError, match="never downloads") as info:
+        Transcriber("large-v9")  # not in the local HF cache
+    assert "\n" not in str(info.value)
+
+
+def test_devices_and_settings():
+    assert resolve_whisper_device("cpu") == ("cpu", 0)
+    assert resolve_whisper_device("auto")[0] in ("cpu", "cuda")
+    for bad in ("tpu", "cpu:1", "cuda:x"):
+        with pytest.raises(ASRError, match="unknown ASR device"):
+            resolve_whisper_device(bad)
+    if resolve_whisper_device("auto")[0] == "cpu":
+        with pytest.raises(ASRError, match="no GPU|sees 0 GPU"):
+            resolve_whisper_device("cuda")
+    with pytest.raises(ASRError, match="beam_size"):
+        Transcriber(beam_size=0)
+    with pytest.raises(ASRError, match="English-only"):
+        Transcriber(language="de", device="cpu")

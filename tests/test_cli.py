@@ -1,0 +1,86 @@
+"""ser-live's command line: every bad input ends with one sentence and a non-zero exit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from streamer.cli import main
+
+
+def err_line(capsys) -> str:
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1, err
+    assert err[0].startswith("ser-live: error:")
+    return err[0]
+
+
+@pytest.fixture
+def ckpt_garbage(tmp_path):
+    p = tmp_path / "model.pt"
+    p.write_bytes(b"not a checkpoint")
+    return p
+
+
+def test_missing_file(tmp_path, capsys, ckpt_garbage):
+    assert main(["--replay", str(tmp_path / "nope.wav"), "--no-ui", "--model", str(ckpt_garbage)]) == 2
+    assert "no such recording" in err_line(capsys)
+
+
+def test_empty_and_unreadable_files(tmp_path, capsys, ckpt_garbage):
+    (tmp_path / "empty.wav").write_bytes(b"")
+    assert main(["--replay", str(tmp_path / "empty.wav"), "--no-ui", "--model", str(ckpt_garbage)]) == 2
+    assert "empty" in err_line(capsys)
+    (tmp_path / "junk.mp3").write_bytes(b"\x00\x01junk" * 300)
+    assert main(["--replay", str(tmp_path / "junk.mp3"), "--no-ui", "--model", str(ckpt_garbage)]) == 2
+    assert "junk.mp3" in err_line(capsys)
+
+
+def test_file_without_audio_track(tmp_path, capsys, ckpt_garbage):
+    av = pytest.importorskip("av")
+    path = tmp_path / "video.mp4"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("mpeg4", rate=10)
+        s.width, s.height, s.pix_fmt = 32, 32, "yuv420p"
+        for _ in range(3):
+            for pkt in s.encode(av.VideoFrame.from_ndarray(np.zeros((32, 32, 3), np.uint8), format="rgb24")):
+                c.mux(pkt)
+        for pkt in s.encode():
+            c.mux(pkt)
+    assert main(["--replay", str(path), "--no-ui", "--model", str(ckpt_garbage)]) == 2
+    assert "audio" in err_line(capsys)
+
+
+def test_model_that_is_not_a_checkpoint(tmp_path, capsys, ckpt_garbage):
+    sf.write(tmp_path / "a.wav", np.zeros(16000, np.float32), 16000)
+    assert main(["--replay", str(tmp_path / "a.wav"), "--no-ui", "--model", str(ckpt_garbage)]) == 2
+    assert "not a readable ser-live checkpoint" in err_line(capsys)
+    assert main(["--replay", str(tmp_path / "a.wav"), "--no-ui", "--model", str(tmp_path / "none.pt")]) == 2
+    assert "no checkpoint at" in err_line(capsys)
+
+
+class NoDevices:
+    """A sounddevice stand-in with no input devices."""
+
+    @staticmethod
+    def query_devices(*a, **k):
+        return []
+
+    class default:  # noqa: N801 - mirrors sounddevice.default
+        device = (-1, -1)
+
+
+def test_no_microphone_and_no_portaudio(monkeypatch, capsys, ckpt_garbage):
+    import streamer.audio as audio
+
+    monkeypatch.setattr(audio, "import_sounddevice", lambda: NoDevices)
+    assert main(["--no-ui", "--model", str(ckpt_garbage)]) != 0
+    assert "no audio input device" in err_line(capsys)
+
+    def missing():
+        raise audio.AudioError("PortAudio is not installed: run apt-get install libportaudio2")
+
+    monkeypatch.setattr(audio, "import_sounddevice", missing)
+    assert main(["--list-devices"]) == 2
+    assert "libportaudio2" in err_line(capsys)

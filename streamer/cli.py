@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     mdl.add_argument("--model", type=Path, default=None, help="checkpoint (default: the bundled HBAF)")
     mdl.add_argument("--asr-model", default="tiny.en", help="faster-whisper model name or path")
     mdl.add_argument("--language", default=None, help="ASR language (default: the model's)")
+    mdl.add_argument("--compute-type", default="auto", help="CTranslate2 compute type for Whisper (auto: int8 on CPU)")
     mdl.add_argument("--compute-device", default="auto", help="auto, cpu or cuda for the models")
     mdl.add_argument("--text-encoder", default=None, help="override the checkpoint's text encoder path")
     vad = ap.add_argument_group("segmenter")
@@ -89,7 +90,9 @@ def build_pipeline(args):
     if args.text_encoder and pipeline.text is not None:
         pipeline = dataclasses.replace(pipeline, text=dataclasses.replace(pipeline.text, encoder=args.text_encoder))
     features = FeatureExtractor(pipeline, device=args.compute_device)
-    transcriber = Transcriber(args.asr_model, device=args.compute_device, language=args.language)
+    transcriber = Transcriber(
+        args.asr_model, device=args.compute_device, compute_type=args.compute_type, language=args.language
+    )
     recorder = Recorder(args.record) if args.record else None
     device = str(next(ck.model.parameters()).device)
     description = {"model": f"{ck.model.name} ({model_path.name})", "device": device, "asr": args.asr_model}

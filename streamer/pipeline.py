@@ -135,6 +135,7 @@ class LivePipeline:
         rate = self.segmenter_config.sample_rate_hz
         level_every = rate * self.config.level_every_ms // 1000
         since_level = 0
+        last_dropped = 0
         was_paused = False
         d = self._description
         emit(
@@ -164,6 +165,14 @@ class LivePipeline:
                 since_level += blocks.shape[1]
                 if since_level >= level_every:
                     since_level = 0
+                    dropped = getattr(self.source, "dropped_blocks", 0)
+                    if dropped != last_dropped:  # the consumer fell behind: say so while it happens
+                        last_dropped = dropped
+                        emit(
+                            StatusEvent(
+                                f"dropped {dropped} audio blocks (processing fell behind)", dropped_blocks=dropped
+                            )
+                        )
                     seg = self.segmenters[0]
                     emit(
                         LevelEvent(

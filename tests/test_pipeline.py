@@ -131,3 +131,21 @@ def test_pause_drops_audio_and_stop_ends():
         events.append, stop, threading.Event()
     )
     assert not any(isinstance(e, UtteranceEvent) for e in events)
+
+
+def test_dropped_audio_is_reported_while_it_happens():
+    class Lossy:
+        channels, description = 1, "lossy mic"
+
+        def __init__(self):
+            self.dropped_blocks = 0
+
+        def __iter__(self):
+            for i in range(20):
+                self.dropped_blocks = i // 5  # drops grow during the session
+                yield np.zeros(1600, np.float32)
+
+    events = run(LivePipeline(Lossy(), processor()))
+    counts = [e.dropped_blocks for e in events if isinstance(e, StatusEvent) and not e.finished and e.dropped_blocks]
+    assert counts == [1, 2, 3]
+    assert events[-1].dropped_blocks == 3

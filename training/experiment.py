@@ -105,7 +105,13 @@ def build_pipeline(cfg: RunConfig, train_feats: SplitFeatures, train_labels: np.
                 "the training split has fewer than 2 labelled utterances with audio: cannot fit the scaler"
             )
         k = min(cfg.audio_features, train_feats.audio.shape[1])
-        audio = fit_audio_pipeline(train_feats.audio[ok], train_labels[ok], k=k, seed=cfg.train.seed)
+        # paired data reuse clips: fit on distinct (clip, label) pairs, not on copies of them
+        rows: dict[bytes, int] = {}
+        for i in np.flatnonzero(ok):
+            rows.setdefault(train_feats.audio[i].tobytes() + bytes([train_labels[i]]), i)
+        keep = np.fromiter(rows.values(), dtype=np.int64)
+        log.info("fitting the audio scaler and SVM selection on %d distinct utterances", len(keep))
+        audio = fit_audio_pipeline(train_feats.audio[keep], train_labels[keep], k=k, seed=cfg.train.seed)
     text = None
     if "text" in needs or "tokens" in needs:
         enc = text_encoder(cfg.extract.text_encoder)

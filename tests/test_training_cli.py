@@ -130,6 +130,12 @@ def test_evaluate_and_compare(run_dir, capsys):
     evaluated = json.loads(out.read_text())
     recorded = json.loads((run_dir / "runs" / "tiny-s0" / "metrics.json").read_text())["test"]
     assert evaluated["weighted_f1"] == pytest.approx(recorded["weighted_f1"])
+    out2 = run_dir / "eval-no-text.json"
+    assert main(["evaluate", str(ck), "--dataset", "paired", "--data-root", str(SHARED), "--option",
+                 "max_dialogues=6", "--split", "test", "--cache-dir", str(run_dir / "cache"), "--quiet",
+                 "--hide", "text", "--output", str(out2)]) == 0
+    voice_only = json.loads(out2.read_text())
+    assert voice_only["n"] == evaluated["n"] and voice_only["confusion"] != evaluated["confusion"]
     capsys.readouterr()
     assert main(["compare", *map(str, sorted((run_dir / "runs").iterdir()))]) == 0
     table = capsys.readouterr().out

@@ -34,7 +34,8 @@ def _parse_set(items: list[str]) -> dict:
         if not sep:
             raise ValueError(f"--set expects key=value, got {item!r}")
         try:
-            out[key] = ast.literal_eval(value)
+            parsed = ast.literal_eval(value)
+            out[key] = tuple(parsed) if isinstance(parsed, list) else parsed
         except (ValueError, SyntaxError):
             out[key] = value
     return out
@@ -87,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("checkpoint", type=Path)
     ev.add_argument("--split", default="test")
     ev.add_argument("--output", type=Path, default=None, help="write the metrics JSON here")
+    ev.add_argument("--hide", choices=("audio", "text"), default=None, help="withhold one modality")
 
     e2 = sub.add_parser("e2e", help="replay recordings with ground truth through VAD + ASR + model and score them")
     e2.add_argument("recordings", nargs="+", type=Path, help="audio files, each with <name>.jsonl ground truth beside")
@@ -174,7 +176,13 @@ def cmd_evaluate(args) -> int:
     from training.evaluate import evaluate_checkpoint
 
     metrics = evaluate_checkpoint(
-        args.checkpoint, args.dataset, args.split, args.data_root, _parse_set(args.option), _extract_config(args)
+        args.checkpoint,
+        args.dataset,
+        args.split,
+        args.data_root,
+        _parse_set(args.option),
+        _extract_config(args),
+        hide=args.hide,
     )
     print(
         f"{args.checkpoint} on {args.dataset}/{args.split}: weighted F1 {metrics['weighted_f1']:.4f} "

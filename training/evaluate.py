@@ -14,9 +14,25 @@ from training.metrics import classification_metrics
 from training.trainer import predict
 
 
+def hide_modality(dialogues: list, modality: str) -> None:
+    """Mark one modality absent everywhere (zeroed, present=False): what the model does with the other alone."""
+    for d in dialogues:
+        for u in d.utterances:
+            if modality in u:
+                u[modality] = u[modality] * 0
+                u[f"{modality}_present"] = False
+
+
 def evaluate_checkpoint(
-    checkpoint: Path, dataset: str, split: str, root: str | None, options: dict[str, Any], extract: ExtractConfig
+    checkpoint: Path,
+    dataset: str,
+    split: str,
+    root: str | None,
+    options: dict[str, Any],
+    extract: ExtractConfig,
+    hide: str | None = None,
 ) -> dict:
+    """Metrics of a checkpoint on a split, optionally with ``hide`` ("audio" or "text") withheld."""
     ck = models.load(checkpoint)
     p = ck.pipeline
     extract = dataclasses.replace(
@@ -32,5 +48,7 @@ def evaluate_checkpoint(
         raise ValueError(f"{dataset} has labels {sorted(unknown)} the checkpoint does not know ({ck.labels})")
     feats = extract_split(data, extract)
     dialogues = to_dialogues(data, feats, p, ck.labels)
+    if hide is not None:
+        hide_modality(dialogues, hide)
     logits, y = predict(ck.model, dialogues, 32, next(ck.model.parameters()).device)
     return classification_metrics(y, logits, ck.labels, ck.temperature)

@@ -71,8 +71,9 @@ def build_pipeline(args):
 
     import models
     from streamer.asr import Transcriber
-    from streamer.audio import FileSource, MicrophoneSource, Recorder
+    from streamer.audio import FileSource, Recorder
     from streamer.features import FeatureExtractor
+    from streamer.microphone import MicrophoneSource
     from streamer.pipeline import LivePipeline, UtteranceProcessor
 
     seg = _segmenter_config(args)
@@ -165,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_libraries(args.verbose)
     try:
         if args.list_devices:
-            from streamer.audio import list_devices
+            from streamer.microphone import list_devices
 
             print(list_devices())
             return 0

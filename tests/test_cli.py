@@ -72,7 +72,7 @@ class NoDevices:
 
 
 def test_no_microphone_and_no_portaudio(monkeypatch, capsys, ckpt_garbage):
-    import streamer.audio as audio
+    import streamer.microphone as audio
 
     monkeypatch.setattr(audio, "import_sounddevice", lambda: NoDevices)
     assert main(["--no-ui", "--model", str(ckpt_garbage)]) != 0

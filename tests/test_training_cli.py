@@ -131,9 +131,30 @@ def test_evaluate_and_compare(run_dir, capsys):
     recorded = json.loads((run_dir / "runs" / "tiny-s0" / "metrics.json").read_text())["test"]
     assert evaluated["weighted_f1"] == pytest.approx(recorded["weighted_f1"])
     out2 = run_dir / "eval-no-text.json"
-    assert main(["evaluate", str(ck), "--dataset", "paired", "--data-root", str(SHARED), "--option",
-                 "max_dialogues=6", "--split", "test", "--cache-dir", str(run_dir / "cache"), "--quiet",
-                 "--hide", "text", "--output", str(out2)]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(ck),
+                "--dataset",
+                "paired",
+                "--data-root",
+                str(SHARED),
+                "--option",
+                "max_dialogues=6",
+                "--split",
+                "test",
+                "--cache-dir",
+                str(run_dir / "cache"),
+                "--quiet",
+                "--hide",
+                "text",
+                "--output",
+                str(out2),
+            ]
+        )
+        == 0
+    )
     voice_only = json.loads(out2.read_text())
     assert voice_only["n"] == evaluated["n"] and voice_only["confusion"] != evaluated["confusion"]
     capsys.readouterr()
@@ -150,3 +171,33 @@ def test_bad_inputs_give_one_line(tmp_path, capsys):
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
     assert main(["compare", str(tmp_path)]) == 2
     assert "no run" in capsys.readouterr().err
+
+
+def test_make_recordings_then_e2e(run_dir, tmp_path, capsys):
+    assert (
+        main(
+            [
+                "make-recordings",
+                "--dataset",
+                "voice-chains",
+                "--data-root",
+                str(SHARED),
+                "--split",
+                "validation",
+                "--limit",
+                "1",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
+    (rec,) = sorted(tmp_path.glob("*.flac"))
+    truth = rec.with_suffix(".jsonl").read_text().splitlines()
+    out = tmp_path / "e2e.json"
+    assert main(["e2e", str(rec), "--model", str(run_dir / "runs" / "tiny-s0" / "model.pt"), "--output", str(out)]) == 0
+    (result,) = json.loads(out.read_text())
+    assert result["truth"] == len(truth)
+    assert result["missed"] + result["split"] <= 1  # clean clips with 1 s gaps segment well
+    assert 0 <= result["weighted_f1"] <= 1 and result["wer"] < 0.5
+    assert "weighted F1" in capsys.readouterr().out

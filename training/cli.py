@@ -97,6 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
     e2.add_argument("--split-channels", action="store_true")
     e2.add_argument("--output", type=Path, default=None, help="write the results JSON here")
 
+    mr = sub.add_parser("make-recordings", help="render a split's dialogues as recordings with ground truth")
+    mr.add_argument("--dataset", default="voice-chains", choices=dataset_names())
+    mr.add_argument("--data-root", default=None)
+    mr.add_argument("--option", action="append", default=[], metavar="KEY=VALUE")
+    mr.add_argument("--split", default="validation")
+    mr.add_argument("--limit", type=int, default=10)
+    mr.add_argument("--out", type=Path, required=True)
+
     cp = sub.add_parser("compare", help="markdown table over runs (mean ± std across seeds)")
     cp.add_argument("runs", nargs="+", type=Path)
     cp.add_argument("--split", default="validation")
@@ -216,6 +224,16 @@ def cmd_e2e(args) -> int:
     return 0
 
 
+def cmd_make_recordings(args) -> int:
+    from training.data import load_dataset
+    from training.e2e import write_recordings
+
+    split = load_dataset(args.dataset, args.split, args.data_root, **_parse_set(args.option))
+    paths = write_recordings(split, args.out, args.limit)
+    print(f"wrote {len(paths)} recordings with ground truth to {args.out}")
+    return 0
+
+
 def cmd_compare(args) -> int:
     print(compare_table(args.runs, args.split))
     return 0
@@ -252,6 +270,7 @@ COMMANDS = {
     "train": cmd_train,
     "evaluate": cmd_evaluate,
     "e2e": cmd_e2e,
+    "make-recordings": cmd_make_recordings,
     "compare": cmd_compare,
 }
 

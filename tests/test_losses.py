@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-import models
-from models import ContextConfig, collate
-from tests.conftest import make_dialogues
+from models import collate
+from tests.conftest import make_dialogues, tiny
 from training.losses import compute_loss, cross_entropy, hbaf_loss, info_nce, inter_modal_loss
 
 
@@ -54,21 +53,7 @@ def test_cross_entropy_ignores_unlabelled():
 
 def test_total_loss_is_eq_23():
     torch.manual_seed(0)
-    m = models.build(
-        "hbaf",
-        context=ContextConfig("offline", 4),
-        audio_dim=10,
-        text_dim=8,
-        d_model=16,
-        conv_filters=4,
-        lstm_hidden=8,
-        transformer_heads=2,
-        transformer_ff=16,
-        gru_hidden=12,
-        ffn_dim=16,
-        mu=0.3,
-        tau=0.2,
-    ).eval()
+    m = tiny("hbaf", "offline", window=4, mu=0.3, tau=0.2)
     b = collate(make_dialogues((4, 3)))
     y = torch.where(b.mask, torch.randint(0, 7, b.mask.shape), torch.full(b.mask.shape, -100))
     out = m(b)

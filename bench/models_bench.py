@@ -10,6 +10,7 @@ tracker does, after filling the window, and reports the median time per push.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import platform
 import statistics
 import time
@@ -35,7 +36,14 @@ def fake_utterance(model, gen: torch.Generator) -> dict:
 
 
 def bench(name: str, window: int, device: torch.device, repeats: int) -> tuple[int, float, float]:
-    model = models.build(name, context=ContextConfig("online", window)).to(device).eval()
+    if name.endswith(".pt"):  # a trained checkpoint, re-windowed to K
+        ck = models.load(name, device="cpu")
+        cfg = dataclasses.replace(ck.model.config, context=ContextConfig("online", window))
+        model = type(ck.model)(cfg)
+        model.load_state_dict(ck.model.state_dict())
+        model = model.to(device).eval()
+    else:
+        model = models.build(name, context=ContextConfig("online", window)).to(device).eval()
     params = sum(p.numel() for p in model.parameters())
     gen = torch.Generator().manual_seed(0)
     stream = StreamingClassifier(model)
@@ -58,7 +66,8 @@ def bench(name: str, window: int, device: torch.device, repeats: int) -> tuple[i
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--windows", type=int, nargs="+", default=[8, 16, 32])
-    ap.add_argument("--models", nargs="+", default=list(models.MODEL_NAMES))
+    ap.add_argument("--models", nargs="+", default=[*models.MODEL_NAMES, "streamer/assets/default.pt"],
+                    help="registered model names (default config) or checkpoint paths")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--repeats", type=int, default=50)
     args = ap.parse_args(argv)

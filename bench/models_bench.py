@@ -66,8 +66,12 @@ def bench(name: str, window: int, device: torch.device, repeats: int) -> tuple[i
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--windows", type=int, nargs="+", default=[8, 16, 32])
-    ap.add_argument("--models", nargs="+", default=[*models.MODEL_NAMES, "streamer/assets/default.pt"],
-                    help="registered model names (default config) or checkpoint paths")
+    ap.add_argument(
+        "--models",
+        nargs="+",
+        default=[*models.MODEL_NAMES, "streamer/assets/default.pt"],
+        help="registered model names (default config) or checkpoint paths",
+    )
     ap.add_argument("--device", default="auto")
     ap.add_argument("--repeats", type=int, default=50)
     args = ap.parse_args(argv)

@@ -1,28 +1,81 @@
 """Replay recordings through the real live pipeline and report latency and speed.
 
-    python bench/replay_bench.py recordings/demo-kitchen.flac recordings/demo-office.flac \
-        [--model CKPT] [--asr-model tiny.en] [--speed realtime|max]
+    python bench/replay_bench.py recordings/demo-*.flac [--speed realtime|max] [--model CKPT]
+        [--asr-model tiny.en] [--end-silence-ms 500 300] [--compare]
 
 Latency per utterance is measured by the pipeline itself, from the moment the
 segmenter decided the utterance had ended to the event being emitted, per stage
-(ASR, openSMILE, text encoder, model). With ``--speed max`` the real-time factor
-is wall time / audio duration of the whole run.
+(ASR, openSMILE, text encoder, model), grouped by utterance length and by the
+end-of-speech silence setting. ``--compare`` also runs the plain sequential way
+(no speculative work during the end-of-speech wait) in the same run and reports
+the ratio. With ``--speed max`` the real-time factor is wall time / audio duration.
 """
 
 from __future__ import annotations
 
 import argparse
 import platform
-import statistics
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
+BUCKETS = (("<= 2 s", 0.0, 2.0), ("2-6 s", 2.0, 6.0), ("> 6 s", 6.0, 1e9))
 
-def percentile(values: list[float], q: float) -> float:
+
+def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
+
+
+def measure(recordings: list[Path], args, end_silence_ms: int, speculate: bool):
+    from streamer.audio import load_audio
+    from streamer.cli import build_parser, build_pipeline
+    from streamer.events import UtteranceEvent
+
+    events, audio_s, wall_s, description = [], 0.0, 0.0, {}
+    for rec in recordings:
+        argv = [
+            "--replay",
+            str(rec),
+            "--speed",
+            args.speed,
+            "--asr-model",
+            args.asr_model,
+            "--no-ui",
+            "--end-silence-ms",
+            str(end_silence_ms),
+        ]
+        if args.model:
+            argv += ["--model", str(args.model)]
+        if not speculate:
+            argv.append("--no-speculate")
+        pipeline, _ = build_pipeline(build_parser().parse_args(argv))
+        pipeline.config = type(pipeline.config)(speculate=speculate)  # --speed max turns it off by default
+        description = pipeline.describe()
+        got: list = []
+        t0 = time.perf_counter()
+        pipeline.run(got.append, threading.Event(), threading.Event())
+        wall_s += time.perf_counter() - t0
+        audio_s += len(load_audio(rec)) / 16000
+        events += [e for e in got if isinstance(e, UtteranceEvent) and e.error is None]
+    return events, audio_s, wall_s, description
+
+
+def report(title: str, events, audio_s: float, wall_s: float, speed: str) -> None:
+    print(f"\n### {title}: {len(events)} utterances, {audio_s:.1f} s of audio")
+    stages = sorted({k for e in events for k in e.latency_ms})
+    print("| stage | p50 ms | p95 ms | max ms |\n|---|---:|---:|---:|")
+    for stage in stages:
+        vals = [e.latency_ms[stage] for e in events if stage in e.latency_ms]
+        print(f"| {stage} | {pct(vals, 50):.1f} | {pct(vals, 95):.1f} | {max(vals):.1f} |")
+    print("\n| utterance length | n | total p50 ms | total p95 ms | max ms |\n|---|---:|---:|---:|---:|")
+    for name, lo, hi in BUCKETS:
+        vals = [e.latency_ms["total"] for e in events if lo < e.end_s - e.start_s <= hi]
+        if vals:
+            print(f"| {name} | {len(vals)} | {pct(vals, 50):.1f} | {pct(vals, 95):.1f} | {max(vals):.1f} |")
+    if speed == "max":
+        print(f"\nreal-time factor: {wall_s / audio_s:.3f} (wall {wall_s:.1f} s for {audio_s:.1f} s of audio)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,44 +83,38 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("recordings", nargs="+", type=Path)
     ap.add_argument("--model", type=Path, default=None)
     ap.add_argument("--asr-model", default="tiny.en")
-    ap.add_argument("--speed", choices=("realtime", "max"), default="max")
-    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--speed", choices=("realtime", "max"), default="realtime")
+    ap.add_argument("--end-silence-ms", type=int, nargs="+", default=[500])
+    ap.add_argument("--compare", action="store_true", help="also run the plain sequential pipeline")
     args = ap.parse_args(argv)
 
-    from streamer.audio import load_audio
-    from streamer.cli import _quiet_libraries, build_parser, build_pipeline
-    from streamer.events import UtteranceEvent
+    from streamer.cli import _quiet_libraries
 
     _quiet_libraries(False)
-    events: list[UtteranceEvent] = []
-    audio_s = wall_s = 0.0
-    description = {}
-    for _ in range(args.repeats):
-        for rec in args.recordings:
-            argv2 = ["--replay", str(rec), "--speed", args.speed, "--asr-model", args.asr_model, "--no-ui"]
-            if args.model:
-                argv2 += ["--model", str(args.model)]
-            pipeline, _ = build_pipeline(build_parser().parse_args(argv2))
-            description = pipeline.describe()
-            got: list = []
-            t0 = time.perf_counter()
-            pipeline.run(got.append, threading.Event(), threading.Event())
-            wall_s += time.perf_counter() - t0
-            audio_s += len(load_audio(rec)) / 16000
-            events += [e for e in got if isinstance(e, UtteranceEvent) and e.error is None]
-    print(f"# {platform.machine()} {platform.processor()}; model {description.get('model')} on "
-          f"{description.get('device')}; ASR {args.asr_model}; speed {args.speed}; {len(events)} utterances, "
-          f"{audio_s:.1f} s of audio")
-    stages = sorted({k for e in events for k in e.latency_ms})
-    print("| stage | p50 ms | p95 ms | max ms |")
-    print("|---|---:|---:|---:|")
-    for stage in stages:
-        vals = [e.latency_ms[stage] for e in events if stage in e.latency_ms]
-        print(f"| {stage} | {percentile(vals, 50):.1f} | {percentile(vals, 95):.1f} | {max(vals):.1f} |")
-    if args.speed == "max":
-        print(f"\nreal-time factor: {wall_s / audio_s:.3f} (wall {wall_s:.1f} s for {audio_s:.1f} s of audio)")
-    lengths = [e.end_s - e.start_s for e in events]
-    print(f"utterance length: median {statistics.median(lengths):.2f} s, max {max(lengths):.2f} s")
+    modes = [True, False] if args.compare else [args.speed != "max"]
+    print(
+        f"# {platform.machine()}, {len(__import__('os').sched_getaffinity(0))} cores; ASR {args.asr_model}; "
+        f"speed {args.speed}"
+    )
+    for silence in args.end_silence_ms:
+        totals = {}
+        for speculate in modes:
+            events, audio_s, wall_s, desc = measure(args.recordings, args, silence, speculate)
+            name = "speculative" if speculate else "sequential"
+            totals[name] = [e.latency_ms["total"] for e in events]
+            report(
+                f"{name}, end silence {silence} ms, model {desc.get('model')} on {desc.get('device')}",
+                events,
+                audio_s,
+                wall_s,
+                args.speed,
+            )
+        if len(totals) == 2:
+            s, q = totals["speculative"], totals["sequential"]
+            print(
+                f"\nsequential / speculative latency: p50 {pct(q, 50) / pct(s, 50):.2f}x, "
+                f"p95 {pct(q, 95) / pct(s, 95):.2f}x"
+            )
     return 0
 
 

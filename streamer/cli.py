@@ -41,6 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
     vad.add_argument("--preroll-ms", type=int, default=200)
     vad.add_argument("--min-utterance-ms", type=int, default=300)
     vad.add_argument("--max-utterance-ms", type=int, default=15000)
+    vad.add_argument(
+        "--no-speculate",
+        action="store_true",
+        help="do not transcribe an utterance during the end-of-speech wait (default: speculate, except --speed max)",
+    )
     out = ap.add_argument_group("output")
     out.add_argument("--no-ui", action="store_true", help="print one line per utterance instead of the UI")
     out.add_argument("--jsonl", type=Path, default=None, help="append one JSON event per utterance")
@@ -74,7 +79,7 @@ def build_pipeline(args):
     from streamer.audio import FileSource, Recorder
     from streamer.features import FeatureExtractor
     from streamer.microphone import MicrophoneSource
-    from streamer.pipeline import LivePipeline, UtteranceProcessor
+    from streamer.pipeline import LivePipeline, PipelineConfig, UtteranceProcessor
 
     seg = _segmenter_config(args)
     if args.replay is not None:
@@ -98,7 +103,9 @@ def build_pipeline(args):
     device = str(next(ck.model.parameters()).device)
     description = {"model": f"{ck.model.name} ({model_path.name})", "device": device, "asr": args.asr_model}
     processor = UtteranceProcessor(ck, features, transcriber)
-    return LivePipeline(source, processor, seg, recorder=recorder, description=description), ck
+    speculate = not args.no_speculate and not (args.replay is not None and args.speed == "max")
+    config = PipelineConfig(speculate=speculate)
+    return LivePipeline(source, processor, seg, config, recorder=recorder, description=description), ck
 
 
 def run_headless(pipeline, args) -> int:

@@ -15,8 +15,8 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -37,7 +37,11 @@ class Transcribes:  # the part of streamer.asr.Transcriber the processor uses
 @dataclass(frozen=True)
 class PipelineConfig:
     level_every_ms: int = 100
-    record_path: Path | None = None
+    #: Start ASR and features on an utterance as soon as its audio is fixed (``postroll_ms``
+    #: after the last voiced frame), in a worker thread, while the segmenter still waits
+    #: ``end_silence_ms`` to be sure; at the decision only the model is left. Results are
+    #: identical (same audio in, same work); only the waiting time is used.
+    speculate: bool = True
 
     def __post_init__(self) -> None:
         if self.level_every_ms < 10:
@@ -63,44 +67,59 @@ class UtteranceProcessor:
         self.classifier.reset()
         self.count = 0
 
-    def __call__(self, utt: Utterance, decided_at: float | None = None) -> UtteranceEvent:
-        """Classify one utterance; latencies are measured from ``decided_at`` (perf_counter)."""
-        t0 = decided_at if decided_at is not None else time.perf_counter()
+    def prepare(self, utt: Utterance) -> Prepared:
+        """ASR and features of one utterance: a pure function of its audio (no dialogue state)."""
         latency: dict[str, float] = {}
-        index = self.count
-        self.count += 1
-        speaker = utt.speaker
         text = ""
         try:
             t = time.perf_counter()
             text = self.transcriber.transcribe(utt.audio) if self.transcriber is not None else ""
             latency["asr"] = (time.perf_counter() - t) * 1000
+            speaker = utt.speaker
             speaker_id = SPEAKER_NAMES.index(speaker) if speaker and speaker in SPEAKER_NAMES else 0
             feats, stage_ms = self.features.utterance(utt.audio, text, speaker=speaker_id)
             latency.update(stage_ms)
             for name, value in feats.items():
                 if hasattr(value, "isfinite") and not bool(value.isfinite().all()):
                     raise ValueError(f"non-finite {name} features")
-            t = time.perf_counter()
-            probs = self.classifier.push(feats)
-            latency["model"] = (time.perf_counter() - t) * 1000
         except Exception as exc:  # one bad utterance must not end the session
-            log.warning("utterance %d failed: %s", index, exc)
-            latency["total"] = (time.perf_counter() - t0) * 1000
-            return UtteranceEvent(index, utt.start_s, utt.end_s, speaker, text, None, 0.0, {}, latency, str(exc))
+            return Prepared(text, None, latency, str(exc) or type(exc).__name__)
+        return Prepared(text, feats, latency)
+
+    def __call__(self, utt: Utterance, decided_at: float | None = None, prepared: Prepared | None = None):
+        """Classify one utterance (preparing it here unless ``prepared`` is given); latencies
+        are measured from ``decided_at`` (perf_counter), the segmenter's end decision."""
+        t0 = decided_at if decided_at is not None else time.perf_counter()
+        prepared = prepared if prepared is not None else self.prepare(utt)
+        latency = dict(prepared.latency)
+        index = self.count
+        self.count += 1
+        args = (index, round(utt.start_s, 3), round(utt.end_s, 3), utt.speaker, prepared.text)
+        error = prepared.error
+        if error is None:
+            try:
+                t = time.perf_counter()
+                probs = self.classifier.push(prepared.features)
+                latency["model"] = (time.perf_counter() - t) * 1000
+            except Exception as exc:  # the dialogue state is left as it was
+                error = str(exc) or type(exc).__name__
         latency["total"] = (time.perf_counter() - t0) * 1000
+        if error is not None:
+            log.warning("utterance %d failed: %s", index, error)
+            return UtteranceEvent(*args, None, 0.0, {}, latency, error)
         best = int(probs.argmax())
-        return UtteranceEvent(
-            index=index,
-            start_s=round(utt.start_s, 3),
-            end_s=round(utt.end_s, 3),
-            speaker=speaker,
-            text=text,
-            label=self.labels[best],
-            confidence=float(probs[best]),
-            probs={label: round(float(p), 4) for label, p in zip(self.labels, probs)},
-            latency_ms=latency,
-        )
+        probs_by_label = {label: round(float(p), 4) for label, p in zip(self.labels, probs)}
+        return UtteranceEvent(*args, self.labels[best], float(probs[best]), probs_by_label, latency)
+
+
+@dataclass
+class Prepared:
+    """What ASR and feature extraction made of one utterance (or why they failed)."""
+
+    text: str
+    features: dict | None
+    latency: dict[str, float]
+    error: str | None = None
 
 
 class LivePipeline:
@@ -143,6 +162,7 @@ class LivePipeline:
                 f"listening: {getattr(self.source, 'description', '')}", d.get("model", ""), d.get("device", "")
             )
         )
+        work = _Work(self.processor, self.config.speculate)
         try:
             for block in self.source:
                 if stop.is_set():
@@ -159,9 +179,12 @@ class LivePipeline:
                 blocks = block if block.ndim == 2 else block[None, :]
                 if len(self.segmenters) == 1 and blocks.shape[0] > 1:
                     blocks = blocks.mean(axis=0, keepdims=True)
-                for seg, samples in zip(self.segmenters, blocks):
-                    for utt in seg.push(samples):
-                        emit(self.processor(utt, time.perf_counter()))
+                for k, (seg, samples) in enumerate(zip(self.segmenters, blocks)):
+                    utts = seg.push(samples)
+                    for utt in utts:
+                        emit(work.finish(k, utt))
+                    if not utts:
+                        work.speculate(k, seg.tentative())
                 since_level += blocks.shape[1]
                 if since_level >= level_every:
                     since_level = 0
@@ -180,9 +203,9 @@ class LivePipeline:
                         )
                     )
             if not stop.is_set():
-                for seg in self.segmenters:
+                for k, seg in enumerate(self.segmenters):
                     for utt in seg.flush():
-                        emit(self.processor(utt, time.perf_counter()))
+                        emit(work.finish(k, utt))
             dropped = getattr(self.source, "dropped_blocks", 0)
             emit(StatusEvent("input ended", dropped_blocks=dropped, finished=True))
         except Exception as exc:  # source failure (device gone...): report, keep what was recorded
@@ -196,11 +219,54 @@ class LivePipeline:
                 )
             )
         finally:
+            work.close()
             if self.recorder is not None:
                 self.recorder.close()
             close = getattr(self.source, "close", None)
             if close is not None:
                 close()
+
+
+class _Work:
+    """Where ASR and features run: inline, or in the one worker thread when speculating.
+
+    With speculation every ``prepare`` goes through a single worker thread, so the
+    extractors are never used from two threads at once; the pipeline thread keeps
+    reading audio (and deciding utterance ends on time) meanwhile.
+    """
+
+    def __init__(self, processor: UtteranceProcessor, speculate: bool) -> None:
+        self.processor = processor
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="ser-live-prepare") if speculate else None
+        self.pending: dict[int, tuple[tuple[int, int], Future]] = {}  # per segmenter: bounds -> result
+
+    def speculate(self, channel: int, utt: Utterance | None) -> None:
+        if self.pool is None or utt is None:
+            return
+        key = (utt.start_sample, utt.end_sample)
+        old = self.pending.get(channel)
+        if old is not None and old[0] == key:
+            return
+        if old is not None:
+            old[1].cancel()  # speech resumed: that guess is stale (a no-op once it runs)
+        self.pending[channel] = (key, self.pool.submit(self.processor.prepare, utt))
+
+    def finish(self, channel: int, utt: Utterance) -> UtteranceEvent:
+        decided_at = time.perf_counter()
+        if self.pool is None:
+            return self.processor(utt, decided_at)
+        old = self.pending.pop(channel, None)
+        if old is not None and old[0] == (utt.start_sample, utt.end_sample) and not old[1].cancelled():
+            future = old[1]  # same samples as the guess: its result is this utterance's
+        else:
+            if old is not None:
+                old[1].cancel()
+            future = self.pool.submit(self.processor.prepare, utt)
+        return self.processor(utt, decided_at, future.result())
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _finite(x: float) -> float:

@@ -214,6 +214,23 @@ class Segmenter:
         held = self._speech if self._in_speech else self._idle
         return len(self._pending) + sum(len(f.audio) for f in held)
 
+    def tentative(self) -> Utterance | None:
+        """The utterance that will be emitted if the current pause turns out to be its end.
+
+        Inside speech, once ``postroll_ms`` of unvoiced audio follow the last voiced frame,
+        the would-be utterance's audio is fixed: if no voiced frame comes before the end
+        decision, ``push`` emits exactly this utterance (same samples), later. A consumer
+        may start transcribing it now and use the result when the end is decided. Pure: it
+        changes no state. ``decided_at_sample`` is -1 (nothing is decided yet).
+        """
+        if not self._in_speech or not self._speech:
+            return None
+        last = self._speech[-1].index
+        end_frame = self._last_voiced + 1 + self._postroll_frames
+        if last + 1 < end_frame or len(self._speech) >= self._max_frames:
+            return None
+        return self._make(self._speech[0].index, end_frame, -1)
+
     # -- input ---------------------------------------------------------------------------------
 
     def push(self, samples: np.ndarray) -> list[Utterance]:

@@ -14,20 +14,23 @@ import models
 from models import FeaturePipeline
 from streamer.audio import FileSource
 from streamer.events import LevelEvent, StatusEvent, UtteranceEvent
-from streamer.pipeline import LivePipeline, UtteranceProcessor
+from streamer.pipeline import LivePipeline, PipelineConfig, UtteranceProcessor
 
 RECORDINGS = Path(__file__).parent.parent / "recordings"
 LABELS = ["anger", "disgust", "fear", "joy", "neutral", "sadness", "surprise"]
 
 
 class FakeTranscriber:
-    def __init__(self, fail_on: set[int] = frozenset()):
+    """Fails on utterances longer than ``fail_over_s`` (a property of the audio, so it does
+    not depend on how often speculation calls it)."""
+
+    def __init__(self, fail_over_s: float = 1e9):
         self.calls = 0
-        self.fail_on = fail_on
+        self.fail_over_s = fail_over_s
 
     def transcribe(self, audio: np.ndarray) -> str:
         self.calls += 1
-        if self.calls - 1 in self.fail_on:
+        if len(audio) / 16000 > self.fail_over_s:
             raise RuntimeError("decoder exploded")
         return f"utterance of {len(audio) / 16000:.2f} seconds"
 
@@ -40,11 +43,11 @@ class FakeFeatures:
         return {"text": torch.tensor(x, dtype=torch.float32), "speaker": speaker or 0}, {"text": 0.1}
 
 
-def processor(fail_on=frozenset()):
+def processor(fail_over_s=1e9):
     torch.manual_seed(0)
     model = models.build("text", input_dim=4, hidden=8)
     ck = models.Checkpoint(model.eval(), LABELS, FeaturePipeline())
-    return UtteranceProcessor(ck, FakeFeatures(), FakeTranscriber(fail_on))
+    return UtteranceProcessor(ck, FakeFeatures(), FakeTranscriber(fail_over_s))
 
 
 def run(pipeline) -> list:
@@ -91,7 +94,8 @@ def test_split_channels_gives_speakers():
 
 
 def test_a_failing_utterance_does_not_end_the_session():
-    events = run(LivePipeline(FileSource(RECORDINGS / "demo-office.flac", speed="max"), processor({1})))
+    # utterance 1 of demo-office is the only one longer than 3.8 s
+    events = run(LivePipeline(FileSource(RECORDINGS / "demo-office.flac", speed="max"), processor(3.8)))
     utts = [e for e in events if isinstance(e, UtteranceEvent)]
     assert utts[1].error == "decoder exploded" and utts[1].label is None
     assert all(e.error is None and e.label for e in utts[2:])
@@ -149,3 +153,23 @@ def test_dropped_audio_is_reported_while_it_happens():
     counts = [e.dropped_blocks for e in events if isinstance(e, StatusEvent) and not e.finished and e.dropped_blocks]
     assert counts == [1, 2, 3]
     assert events[-1].dropped_blocks == 3
+
+
+@pytest.mark.parametrize("name", ["demo-kitchen", "demo-office"])
+def test_speculation_changes_nothing_but_latency(name):
+    def events(speculate, block_ms):
+        src = FileSource(RECORDINGS / f"{name}.flac", block_ms=block_ms, speed="max")
+        pipe = LivePipeline(src, processor(), config=PipelineConfig(speculate=speculate))
+        return [(e.start_s, e.end_s, e.text, e.label, e.probs) for e in run(pipe) if isinstance(e, UtteranceEvent)]
+
+    plain = events(False, 100)
+    assert events(True, 100) == plain == events(True, 30)
+
+
+def test_speculation_prepares_the_final_utterance_before_the_decision():
+    proc = processor()
+    pipe = LivePipeline(FileSource(RECORDINGS / "demo-office.flac", speed="max"), proc)
+    utts = [e for e in run(pipe) if isinstance(e, UtteranceEvent)]
+    # every final utterance was transcribed ahead (speculatively) and reused: at most a few
+    # extra calls for pauses inside utterances, never one per utterance on top
+    assert len(utts) <= proc.transcriber.calls < 2 * len(utts)

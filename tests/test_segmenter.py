@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from streamer.audio import load_audio
 from streamer.segmenter import SILENCE_DBFS, Segmenter, SegmenterConfig, Utterance
 
 SR = 16000
@@ -294,3 +295,24 @@ def test_utterance_checks_its_audio() -> None:
         Utterance(0, 10, np.zeros(5, dtype=np.float32), decided_at_sample=10)
     with pytest.raises(ValueError, match="float32"):
         Utterance(0, 5, np.zeros(5), decided_at_sample=5)
+
+
+def test_tentative_is_exactly_the_utterance_emitted_later():
+    """What tentative() offers during the end-of-speech wait is what push() emits at the decision."""
+    audio = load_audio(Path(__file__).parent.parent / "recordings" / "demo-office.flac")
+    seg = Segmenter()
+    offered = {}
+    finals = []
+    for start in range(0, len(audio), 480):
+        out = seg.push(audio[start : start + 480])
+        finals += out
+        guess = seg.tentative()
+        if guess is not None:
+            assert guess.decided_at_sample == -1
+            offered[(guess.start_sample, guess.end_sample)] = guess.audio
+    finals += seg.flush()
+    assert finals
+    for utt in finals:
+        assert (utt.start_sample, utt.end_sample) in offered
+        np.testing.assert_array_equal(offered[(utt.start_sample, utt.end_sample)], utt.audio)
+    assert Segmenter().tentative() is None

@@ -24,6 +24,11 @@ SAMPLE_RATE_HZ = 16000
 DEVICES = ("auto", "cpu", "cuda")
 
 
+#: Whisper's own limit (448 context, half for the prompt) and a generous speech rate.
+MAX_TOKENS = 224
+TOKENS_PER_S = 8
+
+
 class ASRError(ValueError):
     """The speech recogniser cannot be built or fed as asked (one sentence naming the fix)."""
 
@@ -148,6 +153,12 @@ class Transcriber:
             vad_filter=False,
             condition_on_previous_text=False,
             word_timestamps=word_timestamps,
+            # Greedy at temperature 0 only: the default fallback re-decodes with *sampling* when
+            # the output looks repetitive, which makes the transcript (and so the label) change
+            # from run to run and can take seconds on a cut-off word.
+            temperature=0.0,
+            # An utterance holds at most a few words a second; a looping decoder stops here.
+            max_new_tokens=min(MAX_TOKENS, int(len(x) / 16000 * TOKENS_PER_S) + 16),
         )
         return list(segments)  # the generator does the decoding
 

@@ -247,8 +247,10 @@ class _Work:
         old = self.pending.get(channel)
         if old is not None and old[0] == key:
             return
-        if old is not None:
-            old[1].cancel()  # speech resumed: that guess is stale (a no-op once it runs)
+        if any(not f.done() for _, f in self.pending.values()):
+            # The worker is still on an earlier guess: queueing more would make the final
+            # utterance wait behind several stale guesses; this bounds it to one.
+            return
         self.pending[channel] = (key, self.pool.submit(self.processor.prepare, utt))
 
     def finish(self, channel: int, utt: Utterance) -> UtteranceEvent:

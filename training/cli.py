@@ -281,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if not getattr(args, "quiet", False) else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("faster_whisper").setLevel(logging.WARNING)  # else one line per decoded utterance
     try:
         return COMMANDS[args.command](args)
     except (ValueError, OSError) as exc:

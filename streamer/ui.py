@@ -250,7 +250,7 @@ class EmotionApp(App[None]):
     TITLE = "ser-live"
     CSS = """
     #timeline { height: 1fr; border: round $primary; }
-    #status { height: 2; padding: 0 1; background: $boost; }
+    #status { height: 2; padding: 0 1; background: $boost; text-wrap: nowrap; text-overflow: ellipsis; }
     """
     BINDINGS = [
         Binding("p", "toggle_pause", "pause/resume"),

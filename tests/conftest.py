@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 import models
@@ -141,3 +144,15 @@ def dialogues():
 @pytest.fixture
 def batch(dialogues):
     return collate(dialogues)
+
+
+ROOT = Path(__file__).parent.parent
+FIXTURES = ROOT / "tests" / "fixtures"
+RAVDESS = ROOT.parent / "shared" / "data" / "ravdess"
+
+
+def read_16k(path: Path) -> np.ndarray:
+    """A 16 kHz file as float32 samples (the fixtures and the shared data are 16 kHz)."""
+    audio, rate = sf.read(path, dtype="float32")
+    assert rate == 16000
+    return audio

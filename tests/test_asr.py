@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,16 +11,8 @@ import soundfile as sf
 from scipy.signal import resample_poly
 
 from streamer.asr import ASRError, Transcriber, bundled_whisper_path, resolve_whisper_device
-
-ROOT = Path(__file__).parent.parent
-FIXTURES = ROOT / "tests" / "fixtures"
-RAVDESS = ROOT.parent / "shared" / "data" / "ravdess"
-
-
-def read(path: Path) -> np.ndarray:
-    audio, rate = sf.read(path, dtype="float32")
-    assert rate == 16000
-    return audio
+from tests.conftest import FIXTURES, RAVDESS
+from tests.conftest import read_16k as read
 
 
 @pytest.fixture(scope="module")

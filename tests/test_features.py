@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-import soundfile as sf
 import torch
 
 from models import ContextConfig, FeaturePipeline, FramePipeline, StreamingClassifier, TextPipeline, build, collate
@@ -27,16 +25,8 @@ from streamer.features import (
     normalize_text,
     raw_audio_features,
 )
-
-ROOT = Path(__file__).parent.parent
-FIXTURES = ROOT / "tests" / "fixtures"
-RAVDESS = ROOT.parent / "shared" / "data" / "ravdess"
-
-
-def read(path: Path) -> np.ndarray:
-    audio, rate = sf.read(path, dtype="float32")
-    assert rate == 16000
-    return audio
+from tests.conftest import FIXTURES, RAVDESS
+from tests.conftest import read_16k as read
 
 
 @pytest.fixture(scope="module")

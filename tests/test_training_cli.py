@@ -102,60 +102,35 @@ def test_run_writes_everything_and_the_live_loader_accepts_it(run_dir):
     assert probs.shape == (7,) and abs(float(probs.sum()) - 1) < 1e-5
 
 
-def test_evaluate_and_compare(run_dir, capsys):
+def evaluate(run_dir, out, *extra):
     ck = run_dir / "runs" / "tiny-s0" / "model.pt"
-    out = run_dir / "eval.json"
-    assert (
-        main(
-            [
-                "evaluate",
-                str(ck),
-                "--dataset",
-                "paired",
-                "--data-root",
-                str(SHARED),
-                "--option",
-                "max_dialogues=6",
-                "--split",
-                "test",
-                "--cache-dir",
-                str(run_dir / "cache"),
-                "--quiet",
-                "--output",
-                str(out),
-            ]
-        )
-        == 0
-    )
-    evaluated = json.loads(out.read_text())
+    argv = [
+        "evaluate",
+        str(ck),
+        "--dataset",
+        "paired",
+        "--data-root",
+        str(SHARED),
+        "--option",
+        "max_dialogues=6",
+        "--split",
+        "test",
+        "--cache-dir",
+        str(run_dir / "cache"),
+        "--quiet",
+        "--output",
+        str(out),
+        *extra,
+    ]
+    assert main(argv) == 0
+    return json.loads(out.read_text())
+
+
+def test_evaluate_and_compare(run_dir, capsys):
+    evaluated = evaluate(run_dir, run_dir / "eval.json")
     recorded = json.loads((run_dir / "runs" / "tiny-s0" / "metrics.json").read_text())["test"]
     assert evaluated["weighted_f1"] == pytest.approx(recorded["weighted_f1"])
-    out2 = run_dir / "eval-no-text.json"
-    assert (
-        main(
-            [
-                "evaluate",
-                str(ck),
-                "--dataset",
-                "paired",
-                "--data-root",
-                str(SHARED),
-                "--option",
-                "max_dialogues=6",
-                "--split",
-                "test",
-                "--cache-dir",
-                str(run_dir / "cache"),
-                "--quiet",
-                "--hide",
-                "text",
-                "--output",
-                str(out2),
-            ]
-        )
-        == 0
-    )
-    voice_only = json.loads(out2.read_text())
+    voice_only = evaluate(run_dir, run_dir / "eval-no-text.json", "--hide", "text")
     assert voice_only["n"] == evaluated["n"] and voice_only["confusion"] != evaluated["confusion"]
     capsys.readouterr()
     assert main(["compare", *map(str, sorted((run_dir / "runs").iterdir()))]) == 0

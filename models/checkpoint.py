@@ -98,9 +98,14 @@ def load(path: str | os.PathLike, device: str = "auto") -> Checkpoint:
         raise CheckpointError(f"{path} has an invalid model description ({_short(exc)})") from exc
     try:
         model.load_state_dict(payload["state_dict"], strict=True)
-    except RuntimeError as exc:
+    except KeyError as exc:
+        raise CheckpointError(f"{path} has no weights (no 'state_dict'); it is an incomplete checkpoint") from exc
+    except (RuntimeError, TypeError, AttributeError) as exc:
         raise CheckpointError(f"{path}: the weights do not match the model's config ({_short(exc)})") from exc
-    labels = list(payload["labels"])
+    labels = payload.get("labels")
+    if not isinstance(labels, list | tuple) or not all(isinstance(x, str) for x in labels):
+        raise CheckpointError(f"{path} has no label list; it is an incomplete checkpoint")
+    labels = list(labels)
     if len(labels) != model.num_classes:
         raise CheckpointError(f"{path} lists {len(labels)} labels for a model with {model.num_classes} classes")
     model.to(resolve_device(device)).eval()

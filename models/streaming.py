@@ -49,9 +49,11 @@ class StreamingClassifier:
     @torch.inference_mode()
     def push(self, utterance: dict[str, Any]) -> Tensor:
         """Features of one utterance (see :func:`models.batch.collate`) -> probabilities (C,)."""
-        self._history.append(utterance)
-        batch = collate([list(self._history)]).to(self.device)
+        window = [*self._history, utterance][-self._history.maxlen :]
+        batch = collate([window]).to(self.device)
         self.model.check_inputs(batch)
         # The history already is the window: run the context forward on it directly.
         logits = self.model.forward_context(batch.masked()).logits[0, -1]
-        return torch.softmax(logits.float() / self.temperature, dim=-1).cpu()
+        probs = torch.softmax(logits.float() / self.temperature, dim=-1).cpu()
+        self._history.append(utterance)  # only once it worked: a bad utterance leaves no trace
+        return probs

@@ -108,9 +108,37 @@ def build_pipeline(args):
     return LivePipeline(source, processor, seg, config, recorder=recorder, description=description), ck
 
 
+class Collecting:
+    """A pipeline wrapper that keeps the utterance events the UI shows, for ``--export``."""
+
+    def __init__(self, pipeline) -> None:
+        self.pipeline = pipeline
+        self.events: list = []
+
+    def describe(self) -> dict[str, str]:
+        return self.pipeline.describe()
+
+    def run(self, emit, stop, paused) -> None:
+        from streamer.events import UtteranceEvent
+
+        def tee(event) -> None:
+            if isinstance(event, UtteranceEvent):
+                self.events.append(event)
+            emit(event)
+
+        self.pipeline.run(tee, stop, paused)
+
+
+def export_timeline(events: list, args) -> Path:
+    from streamer.export import export
+
+    path = args.export_path or Path(f"{(args.replay or Path('session')).stem}.{args.export}")
+    return export(events, path, args.export)
+
+
 def run_headless(pipeline, args) -> int:
     from streamer.events import StatusEvent, UtteranceEvent
-    from streamer.export import JsonlWriter, export, format_line
+    from streamer.export import JsonlWriter, format_line
 
     events: list[UtteranceEvent] = []
     writer = JsonlWriter(args.jsonl) if args.jsonl else None
@@ -138,9 +166,7 @@ def run_headless(pipeline, args) -> int:
         if writer is not None:
             writer.close()
         if args.export:
-            path = args.export_path or Path(f"{(args.replay or Path('session')).stem}.{args.export}")
-            export(events, path, args.export)
-            print(f"# wrote {path}", file=sys.stderr)
+            print(f"# wrote {export_timeline(events, args)}", file=sys.stderr)
     if status["error"]:
         return 1
     if not events and not stop.is_set():
@@ -182,8 +208,11 @@ def main(argv: list[str] | None = None) -> int:
             return run_headless(pipeline, args)
         from streamer.ui import EmotionApp
 
-        app = EmotionApp(pipeline, ck.labels, save_dir=args.save_dir, jsonl_path=args.jsonl)
+        tee = Collecting(pipeline)
+        app = EmotionApp(tee, ck.labels, save_dir=args.save_dir, jsonl_path=args.jsonl)
         app.run()
+        if args.export:
+            print(f"wrote {export_timeline(tee.events, args)}", file=sys.stderr)
         return 0
     except (ValueError, OSError) as exc:  # AudioError, CheckpointError, FeatureError are ValueErrors
         print(f"ser-live: error: {' '.join(str(exc).split())}", file=sys.stderr)

@@ -155,7 +155,6 @@ class LivePipeline:
         level_every = rate * self.config.level_every_ms // 1000
         since_level = 0
         last_dropped = 0
-        was_paused = False
         d = self._description
         emit(
             StatusEvent(
@@ -170,12 +169,11 @@ class LivePipeline:
                 if self.recorder is not None:
                     self.recorder.write(block)
                 if paused.is_set():
-                    if not was_paused:  # drop the half-heard utterance: the user paused mid-speech
-                        for seg in self.segmenters:
-                            seg.reset()
-                    was_paused = True
+                    # Paused audio is not heard: a half-heard utterance is dropped, the clock runs on.
+                    for seg in self.segmenters:
+                        seg.skip(block.shape[-1])
+                    work.drop_guesses()
                     continue
-                was_paused = False
                 blocks = block if block.ndim == 2 else block[None, :]
                 if len(self.segmenters) == 1 and blocks.shape[0] > 1:
                     blocks = blocks.mean(axis=0, keepdims=True)
@@ -210,6 +208,13 @@ class LivePipeline:
             emit(StatusEvent("input ended", dropped_blocks=dropped, finished=True))
         except Exception as exc:  # source failure (device gone...): report, keep what was recorded
             log.error("input failed: %s", exc)
+            if not stop.is_set():  # the speech heard before the failure still gets its event
+                for k, seg in enumerate(self.segmenters):
+                    try:
+                        for utt in seg.flush():
+                            emit(work.finish(k, utt))
+                    except Exception as flush_exc:  # noqa: BLE001 - report the original failure
+                        log.error("could not finish the last utterance: %s", flush_exc)
             emit(
                 StatusEvent(
                     f"input failed: {exc}",
@@ -265,6 +270,11 @@ class _Work:
                 old[1].cancel()
             future = self.pool.submit(self.processor.prepare, utt)
         return self.processor(utt, decided_at, future.result())
+
+    def drop_guesses(self) -> None:
+        for _, future in self.pending.values():
+            future.cancel()
+        self.pending.clear()
 
     def close(self) -> None:
         if self.pool is not None:

@@ -231,6 +231,14 @@ class Segmenter:
             return None
         return self._make(self._speech[0].index, end_frame, -1)
 
+    def skip(self, n_samples: int) -> None:
+        """Let ``n_samples`` pass unheard (paused input): the utterance in progress is dropped,
+        the session clock moves on, so later utterances keep their true times."""
+        if n_samples < 0:
+            raise ValueError(f"cannot skip a negative number of samples ({n_samples})")
+        self._offset = self.samples_seen + int(n_samples)
+        self._restart()
+
     # -- input ---------------------------------------------------------------------------------
 
     def push(self, samples: np.ndarray) -> list[Utterance]:

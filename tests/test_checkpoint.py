@@ -93,3 +93,14 @@ def test_pipeline_round_trip(tmp_path):
     np.testing.assert_allclose(ck.pipeline.audio.transform(raw), ((raw - audio.mean) / 2)[:, [3, 1, 7]], rtol=1e-6)
     with pytest.raises(ValueError, match="expected 20"):
         ck.pipeline.audio.transform(raw[:, :5])
+
+
+def test_incomplete_checkpoints(tmp_path):
+    _, path = small(tmp_path)
+    payload = torch.load(path, weights_only=True)
+    for key, message in (("state_dict", "no weights"), ("labels", "no label list")):
+        broken = {k: v for k, v in payload.items() if k != key}
+        torch.save(broken, tmp_path / f"no-{key}.pt")
+        with pytest.raises(CheckpointError, match=message) as e:
+            models.load(tmp_path / f"no-{key}.pt")
+        one_sentence(e)

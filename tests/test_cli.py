@@ -84,3 +84,26 @@ def test_no_microphone_and_no_portaudio(monkeypatch, capsys, ckpt_garbage):
     monkeypatch.setattr(audio, "import_sounddevice", missing)
     assert main(["--list-devices"]) == 2
     assert "libportaudio2" in err_line(capsys)
+
+
+def test_collecting_wrapper_feeds_export(tmp_path):
+    import argparse
+    import threading
+
+    from streamer.cli import Collecting, export_timeline
+    from streamer.events import StatusEvent, UtteranceEvent
+
+    class Fake:
+        def describe(self):
+            return {"model": "fake"}
+
+        def run(self, emit, stop, paused):
+            emit(StatusEvent("listening"))
+            emit(UtteranceEvent(0, 0.5, 1.5, "A", "hello", "joy", 0.9, {"joy": 0.9}, {}))
+
+    seen = []
+    tee = Collecting(Fake())
+    tee.run(seen.append, threading.Event(), threading.Event())
+    assert len(seen) == 2 and [e.text for e in tee.events] == ["hello"] and tee.describe() == {"model": "fake"}
+    args = argparse.Namespace(export="srt", export_path=tmp_path / "t.srt", replay=None)
+    assert "joy" in export_timeline(tee.events, args).read_text()

@@ -27,8 +27,10 @@ def test_missed_split_merged_false_alarm():
     ]
     r = align(T, pred)
     assert (r["split"], r["merged"], r["false_alarms"]) == (1, 1, 1)
-    # the merge belongs to the truth it overlaps most (1.5 s each: the first wins); truth 2 is missed
-    assert r["missed"] == 1 and r["labels_pred"] == ["joy", "neutral", MISSED]
+    # the merge belongs to the truth it overlaps most (1.5 s each: the first wins) and labels both
+    assert r["missed"] == 0 and r["labels_pred"] == ["joy", "neutral", "neutral"]
+    nothing = align(T, [Segment(0, 2, "hello there", "joy")])
+    assert nothing["missed"] == 2 and nothing["labels_pred"] == ["joy", MISSED, MISSED]
 
 
 def test_wer_by_hand():

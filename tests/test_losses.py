@@ -63,3 +63,11 @@ def test_total_loss_is_eq_23():
     expected = cross_entropy(out.logits, y) + 0.3 * inter["inter"]
     torch.testing.assert_close(parts["total"], expected)
     assert compute_loss(m, out, y, b).keys() == parts.keys()
+
+
+def test_a_batch_without_labels_gives_zero_not_nan():
+    logits = torch.randn(2, 3, 7, requires_grad=True)
+    loss = cross_entropy(logits, torch.full((2, 3), -100))
+    assert loss.item() == 0.0
+    loss.backward()
+    assert torch.all(logits.grad == 0)

@@ -298,3 +298,15 @@ def test_per_speaker_state_with_one_speaker_equals_plain_gru():
         per_speaker = net(batch.text, batch.mask, batch.speaker)
         plain = net(batch.text, batch.mask, None)
     torch.testing.assert_close(per_speaker[batch.mask], plain[batch.mask], atol=1e-6, rtol=1e-5)
+
+
+def test_a_failed_push_leaves_the_dialogue_state_alone():
+    m = tiny("hbaf", "online", window=3)
+    dlg = make_dialogues((4,))[0]
+    stream, fresh = StreamingClassifier(m), StreamingClassifier(m)
+    stream.push(dlg[0])
+    fresh.push(dlg[0])
+    with pytest.raises(RuntimeError):
+        stream.push({**dlg[1], "text": torch.zeros(3)})  # wrong width: the model raises
+    assert len(stream) == 1
+    torch.testing.assert_close(stream.push(dlg[1]), fresh.push(dlg[1]))

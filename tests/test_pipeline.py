@@ -173,3 +173,45 @@ def test_speculation_prepares_the_final_utterance_before_the_decision():
     # every final utterance was transcribed ahead (speculatively) and reused: at most a few
     # extra calls for pauses inside utterances, never one per utterance on top
     assert len(utts) <= proc.transcriber.calls < 2 * len(utts)
+
+
+def test_pause_keeps_the_session_clock():
+    """Utterances after a pause keep their true times (the paused audio is skipped, not forgotten)."""
+    paused = threading.Event()
+
+    class PausingSource:
+        channels, dropped_blocks, description = 1, 0, "pausing"
+
+        def __iter__(self):
+            for i, block in enumerate(FileSource(RECORDINGS / "demo-office.flac", speed="max")):
+                if i == 100:  # 10.0 s .. 12.0 s unheard
+                    paused.set()
+                elif i == 120:
+                    paused.clear()
+                yield block
+
+    events = []
+    LivePipeline(PausingSource(), processor()).run(events.append, threading.Event(), paused)
+    utts = [e for e in events if isinstance(e, UtteranceEvent)]
+    expected = [t for t in truth("demo-office") if t["end_s"] < 10.0 or t["start_s"] > 12.0]
+    assert len(utts) == len(expected)
+    for got, want in zip(utts, expected):
+        assert abs(got.start_s - want["start_s"]) < 0.35 and abs(got.end_s - want["end_s"]) < 0.35
+
+
+def test_speech_heard_before_a_source_failure_gets_its_event():
+    from streamer.audio import load_audio
+
+    speech = load_audio(RECORDINGS / "demo-office.flac")[: int(2.0 * 16000)]  # mid first utterance
+
+    class DiesMidSentence:
+        channels, dropped_blocks, description = 1, 0, "fake mic"
+
+        def __iter__(self):
+            for i in range(0, len(speech), 1600):
+                yield speech[i : i + 1600]
+            raise OSError("device unplugged")
+
+    events = run(LivePipeline(DiesMidSentence(), processor()))
+    kinds = [type(e).__name__ for e in events if not isinstance(e, LevelEvent)]
+    assert kinds[-2:] == ["UtteranceEvent", "StatusEvent"] and events[-1].error

@@ -70,16 +70,18 @@ def align(truth: list[Segment], pred: list[Segment], min_overlap_s: float = 0.2)
         if i >= 0:
             per_truth[i].append(j)
     merged = sum(1 for p in pred if sum(overlap(t, p) >= min_overlap_s for t in truth) > 1)
-    labels_true, labels_pred = [], []
+    labels_true, labels_pred, missed = [], [], 0
     for i, t in enumerate(truth):
-        js = per_truth[i]
+        # its own predictions, else one that merged it with a neighbour (it was heard, and labelled)
+        js = per_truth[i] or [j for j, p in enumerate(pred) if overlap(t, p) >= min_overlap_s]
         best = max(js, key=lambda j: overlap(t, pred[j])) if js else None
+        missed += best is None
         labels_true.append(t.label)
         labels_pred.append(pred[best].label if best is not None and pred[best].label else MISSED)
     return {
         "truth": len(truth),
         "predicted": len(pred),
-        "missed": sum(1 for js in per_truth if not js),
+        "missed": missed,
         "split": sum(1 for js in per_truth if len(js) > 1),
         "merged": merged,
         "false_alarms": sum(1 for i in owner if i < 0),

@@ -167,6 +167,7 @@ def run(cfg: RunConfig) -> dict:
         options.setdefault("input_dim", dims["audio_dim"] if "audio" in needs else dims["text_dim"])
     if "num_classes" in fields:
         options["num_classes"] = len(labels)
+    torch.manual_seed(cfg.train.seed)  # the seed decides the initial weights too
     model = models.build(cfg.model, context=cfg.context, **options)
     data = {role: to_dialogues(splits[role], feats[role], pipeline, labels) for role in splits}
     result = train(model, data["train"], data["val"], cfg.train)

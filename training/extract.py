@@ -93,7 +93,7 @@ class FeatureStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         keys = np.array(list(self.data), dtype=str)
         values = list(self.data.values())
-        tmp = self.path.with_name(self.path.name + ".tmp.npz")
+        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp.npz")  # ranks may share a cache
         if ragged:
             off = np.cumsum([0] + [len(v) for v in values])
             flat = np.concatenate(values) if values else np.zeros((0, 1), np.float32)
@@ -291,5 +291,7 @@ def _transcripts(utts: list[Utterance], cfg: ExtractConfig, path: Path) -> list[
             cache[k] = transcriber.transcribe(load_audio(u.audio_path, start_s=u.start_s, end_s=u.end_s))
         texts[i] = cache[k]
     store_path.parent.mkdir(parents=True, exist_ok=True)
-    store_path.write_text(json.dumps(cache))
+    tmp = store_path.with_name(f"{store_path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(cache))
+    os.replace(tmp, store_path)
     return texts

@@ -153,6 +153,9 @@ def train(
     if not train_set or not val_set:
         raise ValueError("training needs at least one training and one validation dialogue")
     device = resolve_device(cfg.device)
+    if device.type == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}")  # one GPU per rank
+        torch.cuda.set_device(device)
     init_distributed(device)
     rank, world = _distributed()
     torch.manual_seed(cfg.seed)

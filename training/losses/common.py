@@ -11,6 +11,10 @@ IGNORE = -100
 
 def cross_entropy(logits: Tensor, labels: Tensor, weight: Tensor | None = None) -> Tensor:
     """Eq. 22 averaged over labelled utterances: (B, U, C), (B, U) -> scalar."""
+    if not bool((labels != IGNORE).any()):
+        # A batch of unlabelled (context-only) turns: zero, not NaN, and still connected to
+        # the graph so every DDP rank takes part in the same backward.
+        return logits.sum() * 0.0
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), weight=weight, ignore_index=IGNORE)
 
 

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -30,7 +31,9 @@ log = logging.getLogger(__name__)
 SPEAKER_NAMES = "ABCDEFGH"
 
 
-class Transcribes:  # the part of streamer.asr.Transcriber the processor uses
+class Transcribes(Protocol):
+    """The part of :class:`streamer.asr.Transcriber` the processor uses (tests pass fakes)."""
+
     def transcribe(self, audio: np.ndarray) -> str: ...
 
 

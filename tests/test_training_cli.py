@@ -31,45 +31,18 @@ TINY = [
 ]
 
 
+def train_argv(name, runs_dir, cache_dir, *seeds):
+    """The tiny paired run every test here trains: 6 dialogues, 2 epochs, HBAF at TINY widths."""
+    return ["train", "--model", "hbaf", "--dataset", "paired", "--data-root", str(SHARED), "--option",
+            "max_dialogues=6", "--window", "4", "--epochs", "2", "--batch-size", "4", "--audio-features", "24",
+            "--audio-dropout", "0.2", "--text-dropout", "0.2", "--seeds", *map(str, seeds), "--name", name,
+            "--runs-dir", str(runs_dir), "--cache-dir", str(cache_dir), "--quiet", *TINY]  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("train")
-    code = main(
-        [
-            "train",
-            "--model",
-            "hbaf",
-            "--dataset",
-            "paired",
-            "--data-root",
-            str(SHARED),
-            "--option",
-            "max_dialogues=6",
-            "--window",
-            "4",
-            "--epochs",
-            "2",
-            "--batch-size",
-            "4",
-            "--audio-features",
-            "24",
-            "--audio-dropout",
-            "0.2",
-            "--text-dropout",
-            "0.2",
-            "--seeds",
-            "0",
-            "1",
-            "--name",
-            "tiny",
-            "--runs-dir",
-            str(tmp / "runs"),
-            "--cache-dir",
-            str(tmp / "cache"),
-            "--quiet",
-            *TINY,
-        ]
-    )
+    code = main(train_argv("tiny", tmp / "runs", tmp / "cache", 0, 1))
     assert code == 0
     return tmp
 
@@ -181,39 +154,7 @@ def test_make_recordings_then_e2e(run_dir, tmp_path, capsys):
 
 
 def test_same_seed_same_model(run_dir, tmp_path):
-    argv = [
-        "train",
-        "--model",
-        "hbaf",
-        "--dataset",
-        "paired",
-        "--data-root",
-        str(SHARED),
-        "--option",
-        "max_dialogues=6",
-        "--window",
-        "4",
-        "--epochs",
-        "2",
-        "--batch-size",
-        "4",
-        "--audio-features",
-        "24",
-        "--audio-dropout",
-        "0.2",
-        "--text-dropout",
-        "0.2",
-        "--seeds",
-        "0",
-        "--name",
-        "again",
-        "--runs-dir",
-        str(tmp_path),
-        "--cache-dir",
-        str(run_dir / "cache"),
-        "--quiet",
-        *TINY,
-    ]
+    argv = train_argv("again", tmp_path, run_dir / "cache", 0)
     assert main(argv) == 0
     first = models.load(run_dir / "runs" / "tiny-s0" / "model.pt").model.state_dict()
     again = models.load(tmp_path / "again-s0" / "model.pt").model.state_dict()

@@ -1,7 +1,7 @@
 """Replay recordings through the real live pipeline and report latency and speed.
 
     python bench/replay_bench.py recordings/demo-*.flac [--speed realtime|max] [--model CKPT]
-        [--asr-model tiny.en] [--end-silence-ms 500 300] [--compare]
+        [--asr-model tiny.en [.cache/whisper-base ...]] [--end-silence-ms 500 300] [--compare]
 
 Latency per utterance is measured by the pipeline itself, from the moment the
 segmenter decided the utterance had ended to the event being emitted, per stage
@@ -9,6 +9,9 @@ segmenter decided the utterance had ended to the event being emitted, per stage
 end-of-speech silence setting. ``--compare`` also runs the plain sequential way
 (no speculative work during the end-of-speech wait) in the same run and reports
 the ratio. With ``--speed max`` the real-time factor is wall time / audio duration.
+Several ``--asr-model`` values run one after another and end with a table of real-time
+factor, latency and word error rate (against ``<recording>.jsonl`` where it exists) per
+ASR model (``bench/get_whisper_base.py`` assembles Whisper base offline).
 """
 
 from __future__ import annotations
@@ -28,12 +31,12 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-def measure(recordings: list[Path], args, end_silence_ms: int, speculate: bool):
+def measure(recordings: list[Path], args, end_silence_ms: int, speculate: bool, asr_model: str):
     from streamer.audio import load_audio
     from streamer.cli import build_parser, build_pipeline
     from streamer.events import UtteranceEvent
 
-    events, audio_s, wall_s, description = [], 0.0, 0.0, {}
+    events, audio_s, wall_s, description, wers = [], 0.0, 0.0, {}, []
     for rec in recordings:
         argv = [
             "--replay",
@@ -41,7 +44,7 @@ def measure(recordings: list[Path], args, end_silence_ms: int, speculate: bool):
             "--speed",
             args.speed,
             "--asr-model",
-            args.asr_model,
+            asr_model,
             "--no-ui",
             "--end-silence-ms",
             str(end_silence_ms),
@@ -58,7 +61,16 @@ def measure(recordings: list[Path], args, end_silence_ms: int, speculate: bool):
         pipeline.run(got.append, threading.Event(), threading.Event())
         wall_s += time.perf_counter() - t0
         audio_s += len(load_audio(rec)) / 16000
-        events += [e for e in got if isinstance(e, UtteranceEvent) and e.error is None]
+        utts = [e for e in got if isinstance(e, UtteranceEvent) and e.error is None]
+        events += utts
+        truth = rec.with_suffix(".jsonl")
+        if truth.is_file():
+            from training.e2e import read_truth, word_error_rate
+
+            reference = " ".join(t.text for t in read_truth(truth))
+            wers.append((len(reference.split()), word_error_rate(reference, " ".join(e.text for e in utts))))
+    words = sum(n for n, _ in wers)
+    description["wer"] = f"{sum(n * w for n, w in wers) / words:.3f}" if words else "n/a"
     return events, audio_s, wall_s, description
 
 
@@ -82,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("recordings", nargs="+", type=Path)
     ap.add_argument("--model", type=Path, default=None)
-    ap.add_argument("--asr-model", default="tiny.en")
+    ap.add_argument("--asr-model", nargs="+", default=["tiny.en"], help="one or more; compared in one run")
     ap.add_argument("--speed", choices=("realtime", "max"), default="realtime")
     ap.add_argument("--end-silence-ms", type=int, nargs="+", default=[500])
     ap.add_argument("--compare", action="store_true", help="also run the plain sequential pipeline")
@@ -93,28 +105,40 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_libraries(False)
     modes = [True, False] if args.compare else [args.speed != "max"]
     print(
-        f"# {platform.machine()}, {len(__import__('os').sched_getaffinity(0))} cores; ASR {args.asr_model}; "
-        f"speed {args.speed}"
+        f"# {platform.machine()}, {len(__import__('os').sched_getaffinity(0))} cores; "
+        f"ASR {', '.join(args.asr_model)}; speed {args.speed}"
     )
-    for silence in args.end_silence_ms:
-        totals = {}
-        for speculate in modes:
-            events, audio_s, wall_s, desc = measure(args.recordings, args, silence, speculate)
-            name = "speculative" if speculate else "sequential"
-            totals[name] = [e.latency_ms["total"] for e in events]
-            report(
-                f"{name}, end silence {silence} ms, model {desc.get('model')} on {desc.get('device')}",
-                events,
-                audio_s,
-                wall_s,
-                args.speed,
-            )
-        if len(totals) == 2:
-            s, q = totals["speculative"], totals["sequential"]
-            print(
-                f"\nsequential / speculative latency: p50 {pct(q, 50) / pct(s, 50):.2f}x, "
-                f"p95 {pct(q, 95) / pct(s, 95):.2f}x"
-            )
+    summary = []
+    for asr_model in args.asr_model:
+        for silence in args.end_silence_ms:
+            totals = {}
+            for speculate in modes:
+                events, audio_s, wall_s, desc = measure(args.recordings, args, silence, speculate, asr_model)
+                name = "speculative" if speculate else "sequential"
+                totals[name] = [e.latency_ms["total"] for e in events]
+                report(
+                    f"ASR {asr_model}, {name}, end silence {silence} ms, model {desc.get('model')} "
+                    f"on {desc.get('device')}",
+                    events,
+                    audio_s,
+                    wall_s,
+                    args.speed,
+                )
+                asr = [e.latency_ms["asr"] for e in events if "asr" in e.latency_ms]
+                summary.append(
+                    (asr_model, name, silence, wall_s / audio_s, pct(asr, 50), pct(totals[name], 95), desc["wer"])
+                )
+            if len(totals) == 2:
+                s, q = totals["speculative"], totals["sequential"]
+                print(
+                    f"\nsequential / speculative latency: p50 {pct(q, 50) / pct(s, 50):.2f}x, "
+                    f"p95 {pct(q, 95) / pct(s, 95):.2f}x"
+                )
+    if len(summary) > 1:
+        print("\n| ASR model | pipeline | end silence ms | wall / audio | ASR p50 ms | total p95 ms | WER |")
+        print("|---|---|---:|---:|---:|---:|---:|")
+        for row in summary:
+            print("| {} | {} | {} | {:.3f} | {:.1f} | {:.1f} | {} |".format(*row))
     return 0
 
 

@@ -1,6 +1,6 @@
 """Regenerate the demo conversations in recordings/ (needs Debian's espeak-ng).
 
-    python recordings/make_demos.py
+    python recordings/make_demos.py [NAME ...]   # default: every demo
 
 Each demo is a two-speaker conversation: every line is spoken by espeak-ng with
 the speaker's voice (variant, pitch) and a prosody that goes with the line's
@@ -58,6 +58,21 @@ DEMOS = {
         ("B", "anger", "Friday? That is completely unreasonable, we told them a month!"),
         ("A", "sadness", "I know, I wish I had pushed back harder."),
         ("B", "neutral", "Let us write down what we can finish by then."),
+    ],
+    # Long turns (7-13 s each) for the latency benchmark's "> 6 s" bucket (issue 6).
+    "demo-story": [
+        ("A", "neutral", "So yesterday I took the early train into the city because I had to drop off the "
+         "signed papers at the bank before they closed for the long weekend and I wanted to be on time."),
+        ("B", "surprise", "You went all the way into the city just for that? I had no idea the bank still "
+         "wanted paper copies of everything, I thought the whole process was done online these days."),
+        ("A", "anger", "That is exactly what I told them on the phone last week, and they still insisted "
+         "that nothing would move forward unless I came in person and signed every single page in front of them."),
+        ("B", "sadness", "I am sorry you lost your whole morning to that, it sounds exhausting, and I know "
+         "how much you were looking forward to finally having a quiet day off this week."),
+        ("A", "joy", "Well, the good news is that the loan is approved now, so we can start looking at "
+         "apartments next month, and we might even find one close to the park that you like so much."),
+        ("B", "neutral", "In that case let us sit down on Sunday evening, make a list of the areas we want "
+         "to see, and decide how much we are willing to spend on rent every month."),
     ],
 }
 
@@ -125,9 +140,14 @@ def make(name: str, lines: list[tuple[str, str, str]], out: Path) -> None:
     print(f"{name}: {len(lines)} lines, {stereo.shape[0] / RATE_HZ:.1f} s")
 
 
-def main() -> int:
-    for name, lines in DEMOS.items():
-        make(name, lines, HERE)
+def main(argv: list[str] | None = None) -> int:
+    names = (sys.argv[1:] if argv is None else argv) or list(DEMOS)
+    unknown = sorted(set(names) - set(DEMOS))
+    if unknown:
+        print(f"unknown demo {unknown[0]!r}: choose from {', '.join(DEMOS)}", file=sys.stderr)
+        return 2
+    for name in names:
+        make(name, DEMOS[name], HERE)
     return 0
 
 

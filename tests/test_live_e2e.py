@@ -25,7 +25,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     from streamer.audio import load_audio
-    from streamer.features import OpenSmileExtractor, TextEncoder, bundled_text_encoder_path, fit_audio_pipeline
+    from streamer.features import OpenSmileExtractor, fit_audio_pipeline
+    from streamer.text_encoder import TextEncoder, bundled_text_encoder_path
 
     clips = sorted((SHARED / "ravdess" / "Actor_02").glob("*.flac"))[:16]
     if not clips:

@@ -12,17 +12,8 @@ from textual.widgets import Static
 
 from streamer.events import LevelEvent, StatusEvent, UtteranceEvent
 from streamer.export import read_jsonl
-from streamer.ui import (
-    EmotionApp,
-    EmotionStrip,
-    LevelMeter,
-    LevelTick,
-    Palette,
-    RollingMedian,
-    UtteranceRow,
-    compress_codes,
-    hbar,
-)
+from streamer.ui import EmotionApp, LevelTick, RollingMedian
+from streamer.widgets import EmotionStrip, LevelMeter, Palette, UtteranceRow, compress_codes, hbar
 
 LABELS = ["neutral", "joy", "anger", "sadness"]
 

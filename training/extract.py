@@ -153,7 +153,7 @@ _EXTRACTORS: dict[str, object] = {}
 
 def extract_split(split: DatasetSplit, cfg: ExtractConfig) -> SplitFeatures:
     """Raw features for every utterance of ``split``, reading and filling the cache."""
-    from streamer.features import normalize_text
+    from streamer.text_encoder import normalize_text
 
     utts = list(split.utterances())
     root = Path(cfg.cache_dir)
@@ -229,7 +229,7 @@ def extract_split(split: DatasetSplit, cfg: ExtractConfig) -> SplitFeatures:
 @functools.lru_cache(maxsize=2)
 def text_encoder(name: str | None):
     """One loaded encoder per name for the whole run (loading MiniLM takes seconds)."""
-    from streamer.features import TextEncoder
+    from streamer.text_encoder import TextEncoder
 
     return TextEncoder(name)
 
@@ -254,7 +254,7 @@ def _run_jobs(jobs: list, cfg: ExtractConfig, desc: str, store: FeatureStore, sa
 
 def _frames(utts: list[Utterance], ok: np.ndarray, path: Path) -> list[np.ndarray]:
     from streamer.audio import load_audio
-    from streamer.features import LogMelExtractor
+    from streamer.frames import LogMelExtractor
 
     ext = LogMelExtractor()
     store = FeatureStore(path)

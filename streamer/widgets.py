@@ -1,0 +1,190 @@
+"""Self-contained Textual widgets of the live UI and their text-formatting helpers.
+
+Timeline rows, the level meter and the emotion-over-time strip, plus the label
+palette they share. Separate from :mod:`streamer.ui` because none of it knows about
+the pipeline, the worker thread or the app's message handling: each widget only
+renders the events or values it is given, so it can be read and tested on its own.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+import numpy as np
+from rich.console import RenderableType
+from rich.table import Table
+from rich.text import Text
+from textual.reactive import reactive
+from textual.widget import Widget
+
+from streamer.events import LevelEvent, UtteranceEvent
+from streamer.export import format_clock
+
+_COLOUR_NAMES = {
+    "grey70": "neutral neu",
+    "pale_green3": "calm",
+    "yellow": "joy happy happiness hap",
+    "dark_orange": "excited excitement exc",
+    "cyan": "surprise surprised sur",
+    "red": "anger angry ang",
+    "orange_red1": "frustrated frustration fru",
+    "dodger_blue1": "sadness sad",
+    "medium_purple": "fear fearful fea",
+    "green": "disgust dis",
+    "dark_khaki": "contempt",
+}
+_NAMED_COLOURS = {name: colour for colour, names in _COLOUR_NAMES.items() for name in names.split()}
+_FALLBACK = ("magenta", "spring_green2", "light_salmon1", "orchid", "steel_blue1", "gold1", "deep_pink2")
+_FAILED_COLOUR = "grey50"
+_EIGHTHS = " ▏▎▍▌▋▊▉█"
+_STATES = {
+    "paused": ("⏸ paused   ", "bold yellow"),
+    "stopping": ("… stopping ", "dim"),
+    "ended": ("■ input ended", "bold"),
+    "stopped": ("■ pipeline stopped", "bold red"),
+}
+
+
+def hbar(fraction: float, width: int) -> str:
+    """Horizontal bar in eighth blocks, padded with ░ (no spaces, so wrapped text never splits it)."""
+    fraction = min(max(fraction if math.isfinite(fraction) else 0.0, 0.0), 1.0)
+    eighths = round(fraction * width * 8)
+    full, part = divmod(eighths, 8)
+    bar = "█" * full + (_EIGHTHS[part] if part else "")
+    return bar + "░" * (width - len(bar))
+
+
+def compress_codes(codes: list[int] | deque[int], width: int) -> list[int]:
+    """One code per cell: the codes themselves, or the most frequent code of each equal share."""
+    n = len(codes)
+    if n <= width:
+        return list(codes)
+    arr = np.fromiter(codes, dtype=np.int64, count=n)
+    shifted = arr - arr.min()
+    bins = (np.arange(n) * width) // n
+    counts = np.zeros((width, int(shifted.max()) + 1), dtype=np.int64)
+    np.add.at(counts, (bins, shifted), 1)
+    return (counts.argmax(axis=1) + arr.min()).tolist()
+
+
+class Palette:
+    """Stable label -> (code, colour); labels the model did not declare get appended, not dropped."""
+
+    def __init__(self, labels: list[str]) -> None:
+        self.labels: list[str] = []
+        self._code: dict[str, int] = {}
+        for label in labels:
+            self.code(label)
+
+    def code(self, label: str | None) -> int:
+        if label is None:
+            return -1
+        if label not in self._code:
+            self._code[label] = len(self.labels)
+            self.labels.append(label)
+        return self._code[label]
+
+    def colour(self, label: str | None) -> str:
+        if label is None:
+            return _FAILED_COLOUR
+        return _NAMED_COLOURS.get(label.lower()) or _FALLBACK[self.code(label) % len(_FALLBACK)]
+
+
+class UtteranceRow(Widget):
+    """One timeline row; with ``details`` a second line of per-class probability bars."""
+
+    DEFAULT_CSS = "UtteranceRow { height: auto; }"
+    details: reactive[bool] = reactive(False, layout=True)
+
+    def __init__(self, event: UtteranceEvent, palette: Palette, details: bool = False) -> None:
+        super().__init__()
+        self.event = event
+        # Format now, not in render(): a malformed event fails where it arrives, not at paint time.
+        self._cells = [Text(format_clock(event.start_s), style="dim"), Text(event.speaker or "-", style="bold")]
+        if event.error is not None:
+            self._cells += [
+                Text("ERROR", style="bold red"),
+                Text.assemble((event.error, "red"), "  ", (event.text, "dim")),
+            ]
+        else:
+            verdict = Text.assemble(
+                (event.label or "?", f"bold {palette.colour(event.label)}"), f" {event.confidence:.2f}"
+            )
+            self._cells += [verdict, Text(event.text)]
+        known = [k for k in palette.labels if k in event.probs] + [k for k in event.probs if k not in palette.labels]
+        bars = [
+            Text.assemble(
+                (k, palette.colour(k)), " ", (hbar(event.probs[k], 5), palette.colour(k)), f" {event.probs[k]:.2f}"
+            )
+            for k in known
+        ]
+        self._bars = Text("  ").join(bars) if bars else Text("no class probabilities", style="dim")
+        self.set_reactive(UtteranceRow.details, details)
+
+    def render(self) -> RenderableType:
+        grid = Table.grid(padding=(0, 1))
+        grid.add_column(width=8, no_wrap=True)
+        grid.add_column(width=6, no_wrap=True, overflow="ellipsis")
+        grid.add_column(width=14, no_wrap=True)
+        grid.add_column(ratio=1)
+        grid.add_row(*self._cells)
+        if self.details:
+            grid.add_row("", "", "", self._bars)
+        return grid
+
+
+class LevelMeter(Widget):
+    """Input level in dBFS (-60..0) with the listening/speech/paused/ended state."""
+
+    DEFAULT_CSS = "LevelMeter { height: 1; padding: 0 1; }"
+    level: reactive[LevelEvent | None] = reactive(None)
+    state: reactive[str] = reactive("live")  # live | paused | stopping | ended | stopped
+
+    def render(self) -> RenderableType:
+        lv = self.level
+        if self.state in _STATES:
+            head = _STATES[self.state]
+        elif lv is None:
+            head = ("… waiting  ", "dim")
+        else:
+            head = ("● speech   ", "bold green") if lv.speech else ("○ listening", "dim")
+        if lv is None:
+            return Text.assemble(head)
+        width = max(self.size.width - 40, 10)
+        colour = "red" if lv.level_dbfs > -3 else "yellow" if lv.level_dbfs > -12 else "green"
+        bar = hbar((lv.level_dbfs + 60) / 60, width)
+        return Text.assemble(head, "  ▕", (bar, colour), "▏ ", f"{lv.level_dbfs:6.1f} dBFS  t={lv.time_s:.1f}s")
+
+
+class EmotionStrip(Widget):
+    """The whole session, one coloured cell per utterance (majority label per cell once it overflows)."""
+
+    DEFAULT_CSS = "EmotionStrip { height: 4; border: round $secondary; }"
+
+    def __init__(self, palette: Palette, limit: int) -> None:
+        super().__init__()
+        self.palette = palette
+        self.codes: deque[int] = deque(maxlen=limit)
+
+    def add(self, label: str | None) -> None:
+        self.codes.append(self.palette.code(label))
+        self._update_title()
+        self.refresh()
+
+    def on_resize(self) -> None:
+        self._update_title()
+
+    def _update_title(self) -> None:
+        per_cell = math.ceil(len(self.codes) / max(self.size.width, 1))
+        extra = f" · ≈{per_cell} per cell" if per_cell > 1 else ""
+        self.border_title = f"emotion over time · {len(self.codes)} utterances{extra}"
+
+    def render(self) -> RenderableType:
+        cells = compress_codes(self.codes, max(self.size.width, 1))
+        labels = self.palette.labels
+        strip = Text.assemble(
+            *[("×", _FAILED_COLOUR) if c < 0 else ("█", self.palette.colour(labels[c])) for c in cells]
+        )
+        legend = Text("  ").join(Text.assemble(("■ ", self.palette.colour(k)), k) for k in labels)
+        return Text("\n").join([strip, legend])

@@ -9,6 +9,8 @@ segmenter decided the utterance had ended to the event being emitted, per stage
 end-of-speech silence setting. ``--compare`` also runs the plain sequential way
 (no speculative work during the end-of-speech wait) in the same run and reports
 the ratio. With ``--speed max`` the real-time factor is wall time / audio duration.
+``--ui`` runs the Textual app headless around the pipeline and adds the "ui" stage (event
+emitted -> the screen refresh that drew its row) and "on_screen" (total + ui).
 Several ``--asr-model`` values run one after another and end with a table of real-time
 factor, latency and word error rate (against ``<recording>.jsonl`` where it exists) per
 ASR model (``bench/get_whisper_base.py`` assembles Whisper base offline).
@@ -58,7 +60,10 @@ def measure(recordings: list[Path], args, end_silence_ms: int, speculate: bool, 
         description = pipeline.describe()
         got: list = []
         t0 = time.perf_counter()
-        pipeline.run(got.append, threading.Event(), threading.Event())
+        if args.ui:
+            run_in_app(pipeline, got)
+        else:
+            pipeline.run(got.append, threading.Event(), threading.Event())
         wall_s += time.perf_counter() - t0
         audio_s += len(load_audio(rec)) / 16000
         utts = [e for e in got if isinstance(e, UtteranceEvent) and e.error is None]
@@ -74,6 +79,41 @@ def measure(recordings: list[Path], args, end_silence_ms: int, speculate: bool, 
     return events, audio_s, wall_s, description
 
 
+def run_in_app(pipeline, got: list) -> None:
+    """Run ``pipeline`` inside the real EmotionApp (headless) and add its "ui" stage to the events."""
+    import asyncio
+
+    from streamer.events import UtteranceEvent
+    from streamer.ui import EmotionApp
+
+    class Tap:
+        def describe(self) -> dict[str, str]:
+            return pipeline.describe()
+
+        def run(self, emit, stop, paused) -> None:
+            def both(event) -> None:
+                got.append(event)
+                emit(event)
+
+            pipeline.run(both, stop, paused)
+
+    app = EmotionApp(Tap(), list(pipeline.processor.labels))
+
+    async def drive() -> None:
+        async with app.run_test(size=(140, 40)) as pilot:
+            while not app.pipeline_done.is_set() or len(app.ui_latency_ms) < sum(
+                isinstance(e, UtteranceEvent) for e in got
+            ):
+                await pilot.pause(0.05)
+
+    asyncio.run(drive())
+    shown = dict(app.ui_latency_ms)
+    for e in got:
+        if isinstance(e, UtteranceEvent) and e.index in shown:
+            e.latency_ms["ui"] = shown[e.index]
+            e.latency_ms["on_screen"] = e.latency_ms["total"] + shown[e.index]
+
+
 def report(title: str, events, audio_s: float, wall_s: float, speed: str) -> None:
     print(f"\n### {title}: {len(events)} utterances, {audio_s:.1f} s of audio")
     stages = sorted({k for e in events for k in e.latency_ms})
@@ -81,11 +121,19 @@ def report(title: str, events, audio_s: float, wall_s: float, speed: str) -> Non
     for stage in stages:
         vals = [e.latency_ms[stage] for e in events if stage in e.latency_ms]
         print(f"| {stage} | {pct(vals, 50):.1f} | {pct(vals, 95):.1f} | {max(vals):.1f} |")
-    print("\n| utterance length | n | total p50 ms | total p95 ms | max ms |\n|---|---:|---:|---:|---:|")
+    ui = any("on_screen" in e.latency_ms for e in events)
+    extra = " on screen p50 ms | on screen p95 ms |" if ui else ""
+    print(f"\n| utterance length | n | total p50 ms | total p95 ms | max ms |{extra}")
+    print("|---|---:|---:|---:|---:|" + ("---:|---:|" if ui else ""))
     for name, lo, hi in BUCKETS:
-        vals = [e.latency_ms["total"] for e in events if lo < e.end_s - e.start_s <= hi]
+        bucket = [e for e in events if lo < e.end_s - e.start_s <= hi]
+        vals = [e.latency_ms["total"] for e in bucket]
         if vals:
-            print(f"| {name} | {len(vals)} | {pct(vals, 50):.1f} | {pct(vals, 95):.1f} | {max(vals):.1f} |")
+            row = f"| {name} | {len(vals)} | {pct(vals, 50):.1f} | {pct(vals, 95):.1f} | {max(vals):.1f} |"
+            if ui:
+                seen = [e.latency_ms["on_screen"] for e in bucket if "on_screen" in e.latency_ms]
+                row += f" {pct(seen, 50):.1f} | {pct(seen, 95):.1f} |"
+            print(row)
     if speed == "max":
         print(f"\nreal-time factor: {wall_s / audio_s:.3f} (wall {wall_s:.1f} s for {audio_s:.1f} s of audio)")
 
@@ -98,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--speed", choices=("realtime", "max"), default="realtime")
     ap.add_argument("--end-silence-ms", type=int, nargs="+", default=[500])
     ap.add_argument("--compare", action="store_true", help="also run the plain sequential pipeline")
+    ap.add_argument("--ui", action="store_true", help="run inside the Textual app (headless) and time the UI stage")
     args = ap.parse_args(argv)
 
     from streamer.cli import _quiet_libraries

@@ -63,11 +63,16 @@ class RollingMedian:
 
 
 class PipelineMessage(Message):
-    """An utterance or status event crossing from the worker thread to the UI thread."""
+    """An utterance or status event crossing from the worker thread to the UI thread.
+
+    ``posted_at`` (perf_counter, taken in the worker as the pipeline emits) starts the
+    "ui" latency stage: from the event leaving the pipeline to the screen refresh that shows it.
+    """
 
     def __init__(self, event: UtteranceEvent | StatusEvent) -> None:
         super().__init__()
         self.event = event
+        self.posted_at = time.perf_counter()
 
 
 class LevelTick(Message):
@@ -117,6 +122,8 @@ class EmotionApp(App[None]):
         self._rows: deque[UtteranceRow] = deque()
         self._latency: dict[str, RollingMedian] = {}
         self._last_latency: dict[str, float] = {}
+        #: (utterance index, ms from emission to the refresh that drew its row), for benchmarks
+        self.ui_latency_ms: deque[tuple[int, float]] = deque(maxlen=record_limit)
         self._info: dict[str, str] = {}
         self._worker: Worker[None] | None = None
         self.utterance_count = self.error_count = self.dropped_blocks = 0
@@ -194,6 +201,7 @@ class EmotionApp(App[None]):
         try:
             if isinstance(event, UtteranceEvent):
                 self._add_utterance(event)
+                self.call_after_refresh(self._shown, event, message.posted_at)
             else:
                 self._apply_status(event)
         except Exception as e:  # one malformed event must not take the session down
@@ -218,6 +226,15 @@ class EmotionApp(App[None]):
         self._rows.append(row)
         while len(self._rows) > self.max_rows:
             self._rows.popleft().remove()
+
+    def _shown(self, event: UtteranceEvent, posted_at: float) -> None:
+        """Runs after the refresh that drew ``event``'s row: the end of its "ui" stage."""
+        ms = (time.perf_counter() - posted_at) * 1000
+        self.ui_latency_ms.append((event.index, ms))
+        if event.error is None:
+            self._last_latency["ui"] = ms
+            self._latency.setdefault("ui", RollingMedian(self.record_limit)).add(ms)
+            self._refresh_status()
 
     def _apply_status(self, event: StatusEvent) -> None:
         if event.model:

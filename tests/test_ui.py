@@ -12,7 +12,7 @@ from textual.widgets import Static
 
 from streamer.events import LevelEvent, StatusEvent, UtteranceEvent
 from streamer.export import read_jsonl
-from streamer.ui import EmotionApp, LevelTick, RollingMedian
+from streamer.ui import EmotionApp, LevelTick, PipelineMessage, RollingMedian
 from streamer.widgets import EmotionStrip, LevelMeter, Palette, UtteranceRow, compress_codes, hbar
 
 LABELS = ["neutral", "joy", "anger", "sadness"]
@@ -111,6 +111,21 @@ async def test_events_appear_in_order_and_meter_and_status_update():
             assert part in status
         assert "total 250/250" in status and "asr 125/125" in status  # last 250; median of 100, 400, 250
         assert len(app.query_one(EmotionStrip).codes) == 3
+
+
+async def test_ui_stage_is_measured_from_emission_to_the_refresh_that_draws_the_row():
+    app = EmotionApp(FakePipeline([utt(0), utt(1)]), LABELS)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: len(app.ui_latency_ms) == 2)
+        assert [i for i, _ in app.ui_latency_ms] == [0, 1]
+        assert all(0.0 <= ms < 5000.0 for _, ms in app.ui_latency_ms)
+        late = PipelineMessage(utt(2))
+        late.posted_at -= 0.5  # as if it had waited 500 ms in the queue
+        app.post_message(late)
+        await until(pilot, lambda: len(app.ui_latency_ms) == 3)
+        assert app.ui_latency_ms[-1][0] == 2 and app.ui_latency_ms[-1][1] >= 500.0
+        assert len(rows(app)) == 3
+        assert "ui " in status_text(app)
 
 
 async def test_pause_key_sets_event_the_pipeline_observes():

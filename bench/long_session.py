@@ -1,12 +1,13 @@
 """A long session: hours of conversation replayed at max speed through the real pipeline,
 reporting resident memory and latency over time.
 
-    python bench/long_session.py --minutes 120 [--model CKPT] [--every-min 10]
+    python bench/long_session.py --minutes 120 [--model CKPT] [--every-min 10] [--ui]
 
 The input loops the demo conversations (with the speakers' lines in a different order each
 pass, so the dialogue context keeps changing) from memory, as a source object: a 2-hour
 file decoded up front would itself take ~460 MB. Memory is the process's resident set
-(VmRSS) after each simulated ``--every-min`` minutes.
+(VmRSS) after each simulated ``--every-min`` minutes. ``--ui`` runs the session inside the
+Textual app (headless, rendering as usual), so the timeline and its bounds are measured too.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ class LoopSource:
         self.total = int(minutes * 60 * 16000)
         self.block = 16 * block_ms
         self.pieces = []
-        for name in ("demo-kitchen", "demo-office"):
+        for name in ("demo-kitchen", "demo-office", "demo-story"):
             audio = load_audio(ROOT / "recordings" / f"{name}.flac")
             quiet = np.flatnonzero(np.convolve(np.abs(audio) > 1e-4, np.ones(8000), "same") == 0)
             cuts = [0] + [int(q) for q in quiet[np.flatnonzero(np.diff(quiet) > 1)]] + [len(audio)]
@@ -67,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--minutes", type=float, default=120)
     ap.add_argument("--every-min", type=float, default=10)
     ap.add_argument("--model", type=Path, default=None)
+    ap.add_argument("--ui", action="store_true", help="run inside the Textual app (headless)")
     args = ap.parse_args(argv)
 
     from streamer.cli import _quiet_libraries, build_parser, build_pipeline
@@ -107,9 +109,15 @@ def main(argv: list[str] | None = None) -> int:
                 next_mark += args.every_min * 60
                 window = []
 
-    print(f"# {args.minutes:.0f} min of audio at max speed; RSS after loading the models: {start_rss:.1f} MB")
+    where = "in the Textual app (headless)" if args.ui else "without UI"
+    print(f"# {args.minutes:.0f} min of audio at max speed {where}; RSS after loading the models: {start_rss:.1f} MB")
     print("| audio minutes | RSS MB | latency p50 ms | latency p95 ms | wall s |\n|---:|---:|---:|---:|---:|")
-    pipeline.run(emit, threading.Event(), threading.Event())
+    if args.ui:
+        from replay_bench import run_in_app  # same folder
+
+        run_in_app(pipeline, emit)
+    else:
+        pipeline.run(emit, threading.Event(), threading.Event())
     if len(rows) > 1:
         print(
             f"\nRSS growth from the first mark to the last: {rows[-1][1] - rows[0][1]:+.1f} MB; "

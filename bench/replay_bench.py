@@ -61,7 +61,11 @@ def measure(recordings: list[Path], args, end_silence_ms: int, speculate: bool, 
         got: list = []
         t0 = time.perf_counter()
         if args.ui:
-            run_in_app(pipeline, got)
+            shown = run_in_app(pipeline, got.append)
+            for e in got:
+                if isinstance(e, UtteranceEvent) and e.index in shown:
+                    e.latency_ms["ui"] = shown[e.index]
+                    e.latency_ms["on_screen"] = e.latency_ms["total"] + shown[e.index]
         else:
             pipeline.run(got.append, threading.Event(), threading.Event())
         wall_s += time.perf_counter() - t0
@@ -79,12 +83,15 @@ def measure(recordings: list[Path], args, end_silence_ms: int, speculate: bool, 
     return events, audio_s, wall_s, description
 
 
-def run_in_app(pipeline, got: list) -> None:
-    """Run ``pipeline`` inside the real EmotionApp (headless) and add its "ui" stage to the events."""
+def run_in_app(pipeline, tap) -> dict[int, float]:
+    """Run ``pipeline`` inside the real EmotionApp (headless, rendering as usual), calling
+    ``tap(event)`` in the pipeline thread for every event; returns {utterance index: ui ms}."""
     import asyncio
 
     from streamer.events import UtteranceEvent
     from streamer.ui import EmotionApp
+
+    utterances = 0
 
     class Tap:
         def describe(self) -> dict[str, str]:
@@ -92,7 +99,9 @@ def run_in_app(pipeline, got: list) -> None:
 
         def run(self, emit, stop, paused) -> None:
             def both(event) -> None:
-                got.append(event)
+                nonlocal utterances
+                utterances += isinstance(event, UtteranceEvent)
+                tap(event)
                 emit(event)
 
             pipeline.run(both, stop, paused)
@@ -101,17 +110,11 @@ def run_in_app(pipeline, got: list) -> None:
 
     async def drive() -> None:
         async with app.run_test(size=(140, 40)) as pilot:
-            while not app.pipeline_done.is_set() or len(app.ui_latency_ms) < sum(
-                isinstance(e, UtteranceEvent) for e in got
-            ):
+            while not app.pipeline_done.is_set() or len(app.ui_latency_ms) < min(utterances, app.record_limit):
                 await pilot.pause(0.05)
 
     asyncio.run(drive())
-    shown = dict(app.ui_latency_ms)
-    for e in got:
-        if isinstance(e, UtteranceEvent) and e.index in shown:
-            e.latency_ms["ui"] = shown[e.index]
-            e.latency_ms["on_screen"] = e.latency_ms["total"] + shown[e.index]
+    return dict(app.ui_latency_ms)
 
 
 def report(title: str, events, audio_s: float, wall_s: float, speed: str) -> None:

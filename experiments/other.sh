@@ -8,6 +8,7 @@ HBAF=(--set d_model=128 --set lstm_hidden=64 --set transformer_ff=256 --set gru_
 T() { .venv/bin/python -m training train "$@" "${COMMON[@]}"; }
 
 T --model text --dataset meld --name text --runs-dir runs/meld                 # text only: no clips here
+T --model hbaf --dataset meld --name hbaf-text-only --runs-dir runs/meld --set modalities=text "${HBAF[@]}"
 T --model audio --dataset voice-chains --name audio --runs-dir runs/chains
 T --model hbaf --dataset voice-chains --name hbaf --runs-dir runs/chains "${HBAF[@]}"
 .venv/bin/python -m training compare runs/meld/* --split validation

@@ -7,8 +7,8 @@ Latency per utterance is measured by the pipeline itself, from the moment the
 segmenter decided the utterance had ended to the event being emitted, per stage
 (ASR, openSMILE, text encoder, model), grouped by utterance length and by the
 end-of-speech silence setting. ``--compare`` also runs the plain sequential way
-(no speculative work during the end-of-speech wait) in the same run and reports
-the ratio. With ``--speed max`` the real-time factor is wall time / audio duration.
+(no speculative work during the end-of-speech wait, openSMILE after Whisper) in the
+same run and reports the ratio. With ``--speed max`` the real-time factor is wall time / audio duration.
 ``--ui`` runs the Textual app headless around the pipeline and adds the "ui" stage (event
 emitted -> the screen refresh that drew its row) and "on_screen" (total + ui).
 Several ``--asr-model`` values run one after another and end with a table of real-time
@@ -33,7 +33,11 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-def measure(recordings: list[Path], args, end_silence_ms: int, speculate: bool, asr_model: str):
+#: pipeline modes: name -> (speculate, overlap)
+MODES = {"speculative": (True, True), "overlap": (False, True), "sequential": (False, False)}
+
+
+def measure(recordings: list[Path], args, end_silence_ms: int, mode: str, asr_model: str):
     from streamer.audio import load_audio
     from streamer.cli import build_parser, build_pipeline
     from streamer.events import UtteranceEvent
@@ -53,10 +57,9 @@ def measure(recordings: list[Path], args, end_silence_ms: int, speculate: bool, 
         ]
         if args.model:
             argv += ["--model", str(args.model)]
-        if not speculate:
-            argv.append("--no-speculate")
+        speculate, overlap = MODES[mode]
         pipeline, _ = build_pipeline(build_parser().parse_args(argv))
-        pipeline.config = type(pipeline.config)(speculate=speculate)  # --speed max turns it off by default
+        pipeline.config = type(pipeline.config)(speculate=speculate, overlap=overlap)
         description = pipeline.describe()
         got: list = []
         t0 = time.perf_counter()
@@ -155,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     from streamer.cli import _quiet_libraries
 
     _quiet_libraries(False)
-    modes = [True, False] if args.compare else [args.speed != "max"]
+    default = "overlap" if args.speed == "max" else "speculative"  # what ser-live does
+    modes = [default, "sequential"] if args.compare else [default]
     print(
         f"# {platform.machine()}, {len(__import__('os').sched_getaffinity(0))} cores; "
         f"ASR {', '.join(args.asr_model)}; speed {args.speed}"
@@ -164,9 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     for asr_model in args.asr_model:
         for silence in args.end_silence_ms:
             totals = {}
-            for speculate in modes:
-                events, audio_s, wall_s, desc = measure(args.recordings, args, silence, speculate, asr_model)
-                name = "speculative" if speculate else "sequential"
+            for name in modes:
+                events, audio_s, wall_s, desc = measure(args.recordings, args, silence, name, asr_model)
                 totals[name] = [e.latency_ms["total"] for e in events]
                 report(
                     f"ASR {asr_model}, {name}, end silence {silence} ms, model {desc.get('model')} "
@@ -181,9 +184,9 @@ def main(argv: list[str] | None = None) -> int:
                     (asr_model, name, silence, wall_s / audio_s, pct(asr, 50), pct(totals[name], 95), desc["wer"])
                 )
             if len(totals) == 2:
-                s, q = totals["speculative"], totals["sequential"]
+                s, q = totals[default], totals["sequential"]
                 print(
-                    f"\nsequential / speculative latency: p50 {pct(q, 50) / pct(s, 50):.2f}x, "
+                    f"\nsequential / {default} latency: p50 {pct(q, 50) / pct(s, 50):.2f}x, "
                     f"p95 {pct(q, 95) / pct(s, 95):.2f}x"
                 )
     if len(summary) > 1:

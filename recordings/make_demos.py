@@ -61,18 +61,42 @@ DEMOS = {
     ],
     # Long turns (7-13 s each) for the latency benchmark's "> 6 s" bucket (issue 6).
     "demo-story": [
-        ("A", "neutral", "So yesterday I took the early train into the city because I had to drop off the "
-         "signed papers at the bank before they closed for the long weekend and I wanted to be on time."),
-        ("B", "surprise", "You went all the way into the city just for that? I had no idea the bank still "
-         "wanted paper copies of everything, I thought the whole process was done online these days."),
-        ("A", "anger", "That is exactly what I told them on the phone last week, and they still insisted "
-         "that nothing would move forward unless I came in person and signed every single page in front of them."),
-        ("B", "sadness", "I am sorry you lost your whole morning to that, it sounds exhausting, and I know "
-         "how much you were looking forward to finally having a quiet day off this week."),
-        ("A", "joy", "Well, the good news is that the loan is approved now, so we can start looking at "
-         "apartments next month, and we might even find one close to the park that you like so much."),
-        ("B", "neutral", "In that case let us sit down on Sunday evening, make a list of the areas we want "
-         "to see, and decide how much we are willing to spend on rent every month."),
+        (
+            "A",
+            "neutral",
+            "So yesterday I took the early train into the city because I had to drop off the "
+            "signed papers at the bank before they closed for the long weekend and I wanted to be on time.",
+        ),
+        (
+            "B",
+            "surprise",
+            "You went all the way into the city just for that? I had no idea the bank still "
+            "wanted paper copies of everything, I thought the whole process was done online these days.",
+        ),
+        (
+            "A",
+            "anger",
+            "That is exactly what I told them on the phone last week, and they still insisted "
+            "that nothing would move forward unless I came in person and signed every single page in front of them.",
+        ),
+        (
+            "B",
+            "sadness",
+            "I am sorry you lost your whole morning to that, it sounds exhausting, and I know "
+            "how much you were looking forward to finally having a quiet day off this week.",
+        ),
+        (
+            "A",
+            "joy",
+            "Well, the good news is that the loan is approved now, so we can start looking at "
+            "apartments next month, and we might even find one close to the park that you like so much.",
+        ),
+        (
+            "B",
+            "neutral",
+            "In that case let us sit down on Sunday evening, make a list of the areas we want "
+            "to see, and decide how much we are willing to spend on rent every month.",
+        ),
     ],
 }
 

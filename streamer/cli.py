@@ -44,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     vad.add_argument(
         "--no-speculate",
         action="store_true",
-        help="do not transcribe an utterance during the end-of-speech wait (default: speculate, except --speed max)",
+        help="plain sequential processing: no transcribing during the end-of-speech wait (default except with "
+        "--speed max) and no openSMILE alongside Whisper",
     )
     out = ap.add_argument_group("output")
     out.add_argument("--no-ui", action="store_true", help="print one line per utterance instead of the UI")
@@ -104,7 +105,7 @@ def build_pipeline(args):
     description = {"model": f"{ck.model.name} ({model_path.name})", "device": device, "asr": args.asr_model}
     processor = UtteranceProcessor(ck, features, transcriber)
     speculate = not args.no_speculate and not (args.replay is not None and args.speed == "max")
-    config = PipelineConfig(speculate=speculate)
+    config = PipelineConfig(speculate=speculate, overlap=not args.no_speculate)
     return LivePipeline(source, processor, seg, config, recorder=recorder, description=description), ck
 
 

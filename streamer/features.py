@@ -192,14 +192,11 @@ class FeatureExtractor:
                 f"{self.text_encoder.name!r} gives {self.text_encoder.dim}-d: pass the encoder it was trained with"
             )
 
-    def utterance(
-        self,
-        audio: np.ndarray,
-        text: str,
-        speaker: int | None = None,
-        commonsense: np.ndarray | None = None,
-    ) -> tuple[dict[str, Any], dict[str, float]]:
-        """One utterance (16 kHz mono float audio, transcript) -> (model inputs, ms per stage)."""
+    def audio_part(self, audio: np.ndarray) -> tuple[dict[str, Any], dict[str, float]]:
+        """The features that need only the audio (openSMILE, log-mel frames) -> (inputs, ms per stage).
+
+        Separate so the live pipeline can run them while Whisper transcribes the same audio.
+        """
         p = self.pipeline
         feats: dict[str, Any] = {}
         timing: dict[str, float] = {}
@@ -208,6 +205,27 @@ class FeatureExtractor:
             t0 = time.perf_counter()
             feats["audio"] = torch.from_numpy(p.audio.transform(self.opensmile(audio)))
             timing["opensmile"] = (time.perf_counter() - t0) * 1000
+        if self.logmel is not None:
+            t0 = time.perf_counter()
+            feats["frames"] = torch.from_numpy(self.logmel(audio))
+            timing["frames"] = (time.perf_counter() - t0) * 1000
+        return feats, timing
+
+    def utterance(
+        self,
+        audio: np.ndarray,
+        text: str,
+        speaker: int | None = None,
+        commonsense: np.ndarray | None = None,
+        audio_part: tuple[dict[str, Any], dict[str, float]] | None = None,
+    ) -> tuple[dict[str, Any], dict[str, float]]:
+        """One utterance (16 kHz mono float audio, transcript) -> (model inputs, ms per stage).
+
+        ``audio_part`` is :meth:`audio_part` of the same audio when it was computed already.
+        """
+        p = self.pipeline
+        feats, timing = audio_part if audio_part is not None else self.audio_part(audio)
+        feats, timing = dict(feats), dict(timing)
         if self.text_encoder is not None:
             t0 = time.perf_counter()
             states = self.text_encoder.encode_tokens([text])[0]
@@ -218,10 +236,6 @@ class FeatureExtractor:
             if p.tokens:
                 feats["tokens"] = torch.from_numpy(states)
             timing["text"] = (time.perf_counter() - t0) * 1000
-        if self.logmel is not None:
-            t0 = time.perf_counter()
-            feats["frames"] = torch.from_numpy(self.logmel(audio))
-            timing["frames"] = (time.perf_counter() - t0) * 1000
         if p.commonsense:
             if commonsense is None:
                 raise FeatureError("this checkpoint needs commonsense vectors (3, Dc) per utterance: pass commonsense")

@@ -262,6 +262,21 @@ def test_feature_extractor_emits_exactly_what_the_pipeline_asks(encoder, speech)
     assert set(feats) == {"frames", "tokens"} and feats["frames"].shape[1] == 20
 
 
+def test_audio_part_computed_ahead_gives_the_same_features(encoder, speech):
+    """The live pipeline runs audio_part while Whisper transcribes; the result must not change."""
+    ext = FeatureExtractor(
+        FeaturePipeline(audio=fake_audio_pipeline(), text=TextPipeline(), frames=FramePipeline()), encoder
+    )
+    ahead = ext.audio_part(speech)
+    assert set(ahead[0]) == {"audio", "frames"} and set(ahead[1]) == {"opensmile", "frames"}
+    together, _ = ext.utterance(speech, "so what now", 0)
+    split, ms = ext.utterance(speech, "so what now", 0, audio_part=ahead)
+    assert set(split) == set(together) and set(ms) == {"opensmile", "frames", "text"}
+    for key in ("audio", "frames", "text"):
+        torch.testing.assert_close(split[key], together[key], rtol=0, atol=0)
+    assert "text" not in ahead[0]  # the precomputed part is not modified
+
+
 def test_features_feed_a_streaming_model(encoder, speech):
     pipe = FeaturePipeline(audio=fake_audio_pipeline(16), text=TextPipeline())
     extractor = FeatureExtractor(pipe, text_encoder=encoder)

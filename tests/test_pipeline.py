@@ -36,11 +36,20 @@ class FakeTranscriber:
 
 
 class FakeFeatures:
-    """Energy statistics as the 'text' vector: cheap, deterministic, depends on the audio."""
+    """Energy statistics as the 'text' vector: cheap, deterministic, depends on the audio.
+    Like the real extractor, the audio-only part can be computed ahead (in another thread)."""
 
-    def utterance(self, audio, text, speaker=None):
+    def __init__(self):
+        self.audio_threads: set[str] = set()
+
+    def audio_part(self, audio):
+        self.audio_threads.add(threading.current_thread().name)
         x = np.array([np.log(np.mean(audio**2) + 1e-9), len(audio) / 16000, audio.std(), np.abs(audio).max()])
-        return {"text": torch.tensor(x, dtype=torch.float32), "speaker": speaker or 0}, {"text": 0.1}
+        return {"text": torch.tensor(x, dtype=torch.float32)}, {"opensmile": 0.1}
+
+    def utterance(self, audio, text, speaker=None, audio_part=None):
+        feats, ms = audio_part if audio_part is not None else self.audio_part(audio)
+        return {**feats, "speaker": speaker or 0}, {**ms, "text": 0.1}
 
 
 def processor(fail_over_s=1e9):
@@ -156,14 +165,26 @@ def test_dropped_audio_is_reported_while_it_happens():
 
 
 @pytest.mark.parametrize("name", ["demo-kitchen", "demo-office"])
-def test_speculation_changes_nothing_but_latency(name):
-    def events(speculate, block_ms):
+def test_speculation_and_overlap_change_nothing_but_latency(name):
+    def events(speculate, block_ms, overlap=True):
         src = FileSource(RECORDINGS / f"{name}.flac", block_ms=block_ms, speed="max")
-        pipe = LivePipeline(src, processor(), config=PipelineConfig(speculate=speculate))
+        pipe = LivePipeline(src, processor(), config=PipelineConfig(speculate=speculate, overlap=overlap))
         return [(e.start_s, e.end_s, e.text, e.label, e.probs) for e in run(pipe) if isinstance(e, UtteranceEvent)]
 
-    plain = events(False, 100)
-    assert events(True, 100) == plain == events(True, 30)
+    plain = events(False, 100, overlap=False)
+    assert events(True, 100) == plain == events(True, 30) == events(False, 100) == events(True, 100, overlap=False)
+
+
+@pytest.mark.parametrize("speculate", [True, False])
+def test_overlap_runs_the_audio_features_in_their_own_thread(speculate):
+    def audio_threads(overlap):
+        proc = processor()
+        config = PipelineConfig(speculate=speculate, overlap=overlap)
+        run(LivePipeline(FileSource(RECORDINGS / "demo-office.flac", speed="max"), proc, config=config))
+        return proc.features.audio_threads
+
+    assert {t.rsplit("_", 1)[0] for t in audio_threads(True)} == {"ser-live-audio"}
+    assert not any(t.startswith("ser-live-audio") for t in audio_threads(False))
 
 
 def test_speculation_prepares_the_final_utterance_before_the_decision():

@@ -4,7 +4,7 @@ The pipeline runs in ONE thread worker and hands events over with ``post_message
 thread-safe and never waits for the UI, so a slow screen cannot stall audio capture. Level
 events arrive at the audio block rate; they go through a one-slot mailbox (the latest level
 wins) so at most one level message is ever queued, however far behind the UI falls.
-Everything the app keeps grows at most to a fixed size: ``max_rows`` widgets on screen and
+Everything the app keeps grows at most to a fixed size: ``max_rows`` timeline rows and
 ``record_limit`` compact JSON lines / strip codes / latency samples for the whole session.
 The widgets themselves live in :mod:`streamer.widgets`.
 """
@@ -24,14 +24,13 @@ from pathlib import Path
 from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.binding import Binding
-from textual.containers import VerticalScroll
 from textual.message import Message
 from textual.widgets import Footer, Header, Static
 from textual.worker import Worker, WorkerState
 
 from streamer.events import Event, LevelEvent, Pipeline, StatusEvent, UtteranceEvent
 from streamer.export import JsonlWriter, event_to_json, write_session_jsonl
-from streamer.widgets import EmotionStrip, LevelMeter, Palette, UtteranceRow
+from streamer.widgets import EmotionStrip, LevelMeter, Palette, Timeline, UtteranceRow
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +83,6 @@ class EmotionApp(App[None]):
 
     TITLE = "ser-live"
     CSS = """
-    #timeline { height: 1fr; border: round $primary; }
     #status { height: 2; padding: 0 1; background: $boost; text-wrap: nowrap; text-overflow: ellipsis; }
     """
     BINDINGS = [
@@ -119,7 +117,6 @@ class EmotionApp(App[None]):
         self._level: LevelEvent | None = None
         self._level_posted = False
         self._record: deque[str] = deque(maxlen=record_limit)
-        self._rows: deque[UtteranceRow] = deque()
         self._latency: dict[str, RollingMedian] = {}
         self._last_latency: dict[str, float] = {}
         #: (utterance index, ms from emission to the refresh that drew its row), for benchmarks
@@ -134,7 +131,7 @@ class EmotionApp(App[None]):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield VerticalScroll(id="timeline")
+        yield Timeline(self.max_rows, id="timeline")
         yield EmotionStrip(self.palette, self.record_limit)
         yield LevelMeter()
         yield Static(id="status")
@@ -147,7 +144,6 @@ class EmotionApp(App[None]):
             log.exception("pipeline.describe() failed")
             self._info = {"describe": f"failed: {e}"}
         self.sub_title = self._info.get("model", "")
-        self.query_one("#timeline", VerticalScroll).anchor()
         self._worker = self.run_worker(
             self._run_pipeline, name="pipeline", group="pipeline", thread=True, exit_on_error=False
         )
@@ -222,10 +218,7 @@ class EmotionApp(App[None]):
             for stage, ms in event.latency_ms.items():
                 self._latency.setdefault(stage, RollingMedian(self.record_limit)).add(float(ms))
         self.query_one(EmotionStrip).add(event.label if event.error is None else None)
-        self.query_one("#timeline", VerticalScroll).mount(row)
-        self._rows.append(row)
-        while len(self._rows) > self.max_rows:
-            self._rows.popleft().remove()
+        self.query_one(Timeline).add(row)
 
     def _shown(self, event: UtteranceEvent, posted_at: float) -> None:
         """Runs after the refresh that drew ``event``'s row: the end of its "ui" stage."""
@@ -299,8 +292,7 @@ class EmotionApp(App[None]):
 
     def action_toggle_details(self) -> None:
         self.details = not self.details
-        for row in self._rows:
-            row.details = self.details
+        self.query_one(Timeline).details = self.details
 
     def action_save(self) -> None:
         lines = list(self._record)

@@ -1,6 +1,6 @@
 """Self-contained Textual widgets of the live UI and their text-formatting helpers.
 
-Timeline rows, the level meter and the emotion-over-time strip, plus the label
+The timeline and its rows, the level meter and the emotion-over-time strip, plus the label
 palette they share. Separate from :mod:`streamer.ui` because none of it knows about
 the pipeline, the worker thread or the app's message handling: each widget only
 renders the events or values it is given, so it can be read and tested on its own.
@@ -15,7 +15,11 @@ import numpy as np
 from rich.console import RenderableType
 from rich.table import Table
 from rich.text import Text
+from textual.events import Resize
+from textual.geometry import Size
 from textual.reactive import reactive
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
 from textual.widget import Widget
 
 from streamer.events import LevelEvent, UtteranceEvent
@@ -91,15 +95,12 @@ class Palette:
         return _NAMED_COLOURS.get(label.lower()) or _FALLBACK[self.code(label) % len(_FALLBACK)]
 
 
-class UtteranceRow(Widget):
+class UtteranceRow:
     """One timeline row; with ``details`` a second line of per-class probability bars."""
 
-    DEFAULT_CSS = "UtteranceRow { height: auto; }"
-    details: reactive[bool] = reactive(False, layout=True)
-
     def __init__(self, event: UtteranceEvent, palette: Palette, details: bool = False) -> None:
-        super().__init__()
         self.event = event
+        self.details = details
         # Format now, not in render(): a malformed event fails where it arrives, not at paint time.
         self._cells = [Text(format_clock(event.start_s), style="dim"), Text(event.speaker or "-", style="bold")]
         if event.error is not None:
@@ -120,7 +121,6 @@ class UtteranceRow(Widget):
             for k in known
         ]
         self._bars = Text("  ").join(bars) if bars else Text("no class probabilities", style="dim")
-        self.set_reactive(UtteranceRow.details, details)
 
     def render(self) -> RenderableType:
         grid = Table.grid(padding=(0, 1))
@@ -132,6 +132,86 @@ class UtteranceRow(Widget):
         if self.details:
             grid.add_row("", "", "", self._bars)
         return grid
+
+
+class Timeline(ScrollView):
+    """The last ``max_rows`` utterances as pre-rendered lines, drawn a screen line at a time.
+
+    Textual lays out every child widget of a container on each change, so a timeline of
+    row widgets got slower with every row (45-80 ms a new row at 400-600 rows). Here each
+    row is rendered once into strips at the current width (again only on resize or when
+    details are toggled) and ``render_line`` reads the visible ones: adding a row costs the
+    same with 5 or 500 rows. It follows the newest row unless the user scrolled up.
+    """
+
+    DEFAULT_CSS = "Timeline { height: 1fr; border: round $primary; scrollbar-gutter: stable; }"
+
+    def __init__(self, max_rows: int, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.rows: deque[UtteranceRow] = deque(maxlen=max_rows)
+        self._heights: deque[int] = deque()
+        self._lines: list[Strip] = []
+        self._width = 0
+        self._details = False
+
+    @property
+    def details(self) -> bool:
+        return self._details
+
+    @details.setter
+    def details(self, value: bool) -> None:
+        self._details = value
+        for row in self.rows:
+            row.details = value
+        self._reflow()
+
+    def add(self, row: UtteranceRow) -> None:
+        follow = self.scroll_y >= self.max_scroll_y
+        row.details = self._details
+        if len(self.rows) == self.rows.maxlen:
+            self.rows.popleft()
+            del self._lines[: self._heights.popleft()]
+        self.rows.append(row)
+        strips = self._render_row(row)
+        self._heights.append(len(strips))
+        self._lines.extend(strips)
+        self._resized(follow)
+
+    def _render_row(self, row: UtteranceRow) -> list[Strip]:
+        if self._width <= 0:
+            return []  # no size yet: on_resize renders every row
+        console = self.app.console
+        lines = console.render_lines(row.render(), console.options.update_width(self._width), pad=True)
+        return [Strip(line, self._width) for line in lines]
+
+    def _reflow(self) -> None:
+        follow = self.scroll_y >= self.max_scroll_y
+        self._lines, self._heights = [], deque()
+        for row in self.rows:
+            strips = self._render_row(row)
+            self._heights.append(len(strips))
+            self._lines.extend(strips)
+        self._resized(follow)
+
+    def _resized(self, follow: bool) -> None:
+        self.virtual_size = Size(self._width, len(self._lines))
+        if follow:
+            self.scroll_end(animate=False, immediate=False, x_axis=False)
+        self.refresh()
+
+    def on_resize(self, event: Resize) -> None:
+        width = self.scrollable_content_region.width
+        if width != self._width:
+            self._width = width
+            self._reflow()
+
+    def render_line(self, y: int) -> Strip:
+        scroll_x, scroll_y = self.scroll_offset
+        width = self.scrollable_content_region.width
+        index = scroll_y + y
+        if index >= len(self._lines):
+            return Strip.blank(width, self.rich_style)
+        return self._lines[index].crop_extend(scroll_x, scroll_x + width, self.rich_style).apply_style(self.rich_style)
 
 
 class LevelMeter(Widget):

@@ -48,3 +48,35 @@ def test_demos_replay_with_the_expected_segments_and_labels():
     # Measured: 7 of 17 (docs/model-card.md). Chance with 7 classes is ~2.4 of 17; 6 leaves
     # room for thread-count jitter in the last digits while still failing a broken model.
     assert right >= 6
+
+
+def test_latency_work_changes_no_utterance_and_no_label():
+    """Speculation and the openSMILE/Whisper overlap only move work earlier or sideways: the
+    real bundled models give the same utterances, transcripts and labels as the plain
+    sequential pipeline (issue 6)."""
+    import threading
+
+    from streamer.audio import FileSource
+    from streamer.cli import build_parser, build_pipeline
+    from streamer.events import UtteranceEvent
+    from streamer.pipeline import LivePipeline, PipelineConfig
+
+    rec = ROOT / "recordings" / "demo-office.flac"
+    built, _ = build_pipeline(build_parser().parse_args(["--replay", str(rec), "--no-ui"]))
+
+    def events(speculate: bool, overlap: bool, block_ms: int = 100) -> list:
+        built.processor.reset()
+        config = PipelineConfig(speculate=speculate, overlap=overlap)
+        pipe = LivePipeline(
+            FileSource(rec, block_ms=block_ms, speed="max"), built.processor, built.segmenter_config, config
+        )
+        got: list = []
+        pipe.run(got.append, threading.Event(), threading.Event())
+        utts = [e for e in got if isinstance(e, UtteranceEvent)]
+        assert all(e.error is None for e in utts)
+        return [(e.start_s, e.end_s, e.text, e.label, round(e.confidence, 3)) for e in utts]
+
+    sequential = events(False, False)
+    assert len(sequential) == 8
+    assert events(True, True) == sequential
+    assert events(False, True, block_ms=30) == sequential

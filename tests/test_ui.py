@@ -13,7 +13,7 @@ from textual.widgets import Static
 from streamer.events import LevelEvent, StatusEvent, UtteranceEvent
 from streamer.export import read_jsonl
 from streamer.ui import EmotionApp, LevelTick, PipelineMessage, RollingMedian
-from streamer.widgets import EmotionStrip, LevelMeter, Palette, UtteranceRow, compress_codes, hbar
+from streamer.widgets import EmotionStrip, LevelMeter, Palette, Timeline, compress_codes, hbar
 
 LABELS = ["neutral", "joy", "anger", "sadness"]
 
@@ -79,7 +79,7 @@ def rendered(widget, width=110):
 
 
 def rows(app):
-    return list(app.query(UtteranceRow))
+    return list(app.query_one(Timeline).rows)
 
 
 def status_text(app):
@@ -281,10 +281,48 @@ async def test_timeline_rows_are_bounded_but_record_keeps_everything(tmp_path):
         await until(pilot, lambda: app.utterance_count == 12)
         await pilot.pause(0.05)
         assert [r.event.index for r in rows(app)] == [8, 9, 10, 11]
+        assert app.query_one(Timeline).virtual_size.height == 4  # the dropped rows' lines are gone too
         assert len(app.query_one(EmotionStrip).codes) == 12
         await pilot.press("s")
         await until(pilot, lambda: app.last_saved is not None)
     assert [e.index for e in read_jsonl(app.last_saved)] == list(range(12))
+
+
+def visible(app) -> str:
+    timeline = app.query_one(Timeline)
+    return "\n".join(timeline.render_line(y).text for y in range(timeline.scrollable_content_region.height))
+
+
+async def test_timeline_follows_the_newest_row_unless_scrolled_up():
+    app = EmotionApp(FakePipeline([utt(i) for i in range(60)] + [1.5, utt(60), utt(61)]), LABELS)
+    async with app.run_test(size=(120, 40)) as pilot:
+        timeline = app.query_one(Timeline)
+        await until(pilot, lambda: app.utterance_count == 60)
+        await pilot.pause(0.05)
+        assert "sentence number 59" in visible(app) and "sentence number 0 " not in visible(app)
+        assert timeline.virtual_size.height == 60 and timeline.scroll_y == timeline.max_scroll_y > 0
+        timeline.scroll_home(animate=False, immediate=True)
+        await until(pilot, lambda: app.utterance_count == 62)
+        await pilot.pause(0.05)
+        assert timeline.scroll_y == 0 and "sentence number 0 " in visible(app)  # the user's position is kept
+
+
+async def test_timeline_wraps_long_transcripts_and_reflows_on_resize_and_details():
+    long_text = " ".join(f"word{i}" for i in range(60))
+    app = EmotionApp(FakePipeline([utt(0, text=long_text), utt(1)]), LABELS)
+    async with app.run_test(size=(80, 30)) as pilot:
+        timeline = app.query_one(Timeline)
+        await until(pilot, lambda: app.utterance_count == 2)
+        await pilot.pause(0.05)
+        narrow = timeline.virtual_size.height
+        assert narrow > 3 and "word59" in visible(app)  # wrapped, nothing cut off
+        await pilot.resize_terminal(200, 30)
+        await pilot.pause(0.1)
+        assert 2 <= timeline.virtual_size.height < narrow
+        wide = timeline.virtual_size.height
+        await pilot.press("d")
+        await pilot.pause(0.05)
+        assert timeline.virtual_size.height == wide + 2 and "joy ████" in visible(app)
 
 
 async def test_jsonl_path_appends_each_utterance_as_it_arrives(tmp_path):

@@ -83,21 +83,15 @@ class UtteranceProcessor:
         """
         latency: dict[str, float] = {}
         text = ""
-        ahead: Future | None = None
-        if audio_pool is not None and hasattr(self.features, "audio_part"):
-            ahead = audio_pool.submit(self.features.audio_part, utt.audio)
+        ahead = audio_pool.submit(self.features.audio_part, utt.audio) if audio_pool is not None else None
         try:
             t = time.perf_counter()
             text = self.transcriber.transcribe(utt.audio) if self.transcriber is not None else ""
             latency["asr"] = (time.perf_counter() - t) * 1000
             speaker = utt.speaker
             speaker_id = SPEAKER_NAMES.index(speaker) if speaker and speaker in SPEAKER_NAMES else 0
-            if ahead is not None:
-                feats, stage_ms = self.features.utterance(
-                    utt.audio, text, speaker=speaker_id, audio_part=ahead.result()
-                )
-            else:
-                feats, stage_ms = self.features.utterance(utt.audio, text, speaker=speaker_id)
+            audio_part = ahead.result() if ahead is not None else None
+            feats, stage_ms = self.features.utterance(utt.audio, text, speaker=speaker_id, audio_part=audio_part)
             latency.update(stage_ms)
             for name, value in feats.items():
                 if hasattr(value, "isfinite") and not bool(value.isfinite().all()):

@@ -208,7 +208,7 @@ class EmotionApp(App[None]):
         self._refresh_status()
 
     def _add_utterance(self, event: UtteranceEvent) -> None:
-        row = UtteranceRow(event, self.palette, self.details)
+        row = UtteranceRow(event, self.palette)  # the timeline applies its details setting
         self._record.append(event_to_json(event))
         self.utterance_count += 1
         if event.error is not None:

@@ -172,10 +172,13 @@ class Timeline(ScrollView):
             self.rows.popleft()
             del self._lines[: self._heights.popleft()]
         self.rows.append(row)
+        self._append_lines(row)
+        self._resized(follow)
+
+    def _append_lines(self, row: UtteranceRow) -> None:
         strips = self._render_row(row)
         self._heights.append(len(strips))
         self._lines.extend(strips)
-        self._resized(follow)
 
     def _render_row(self, row: UtteranceRow) -> list[Strip]:
         if self._width <= 0:
@@ -188,9 +191,7 @@ class Timeline(ScrollView):
         follow = self.scroll_y >= self.max_scroll_y
         self._lines, self._heights = [], deque()
         for row in self.rows:
-            strips = self._render_row(row)
-            self._heights.append(len(strips))
-            self._lines.extend(strips)
+            self._append_lines(row)
         self._resized(follow)
 
     def _resized(self, follow: bool) -> None:

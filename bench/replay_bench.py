@@ -41,6 +41,7 @@ def measure(recordings: list[Path], args, end_silence_ms: int, mode: str, asr_mo
     from streamer.audio import load_audio
     from streamer.cli import build_parser, build_pipeline
     from streamer.events import UtteranceEvent
+    from training.e2e import read_truth, truth_path, word_error_rate
 
     events, audio_s, wall_s, description, wers = [], 0.0, 0.0, {}, []
     for rec in recordings:
@@ -75,10 +76,8 @@ def measure(recordings: list[Path], args, end_silence_ms: int, mode: str, asr_mo
         audio_s += len(load_audio(rec)) / 16000
         utts = [e for e in got if isinstance(e, UtteranceEvent) and e.error is None]
         events += utts
-        truth = rec.with_suffix(".jsonl")
-        if truth.is_file():
-            from training.e2e import read_truth, word_error_rate
-
+        truth = truth_path(rec)
+        if truth is not None:
             reference = " ".join(t.text for t in read_truth(truth))
             wers.append((len(reference.split()), word_error_rate(reference, " ".join(e.text for e in utts))))
     words = sum(n for n, _ in wers)

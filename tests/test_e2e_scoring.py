@@ -1,6 +1,6 @@
 import pytest
 
-from training.e2e import MISSED, Segment, align, score, word_error_rate
+from training.e2e import MISSED, Segment, align, score, truth_path, word_error_rate
 
 T = [Segment(0, 2, "hello there", "joy"), Segment(3, 5, "how are you", "neutral"), Segment(6, 8, "bad", "anger")]
 
@@ -37,3 +37,20 @@ def test_wer_by_hand():
     assert word_error_rate("the cat sat on the mat", "the cat sat on mat") == pytest.approx(1 / 6)
     assert word_error_rate("Hello, World!", "hello world") == 0.0
     assert word_error_rate("a b c", "x b c d") == pytest.approx(2 / 3)
+
+
+def test_truth_path_finds_the_script_beside_a_recording_or_its_mono_twin(tmp_path):
+    (tmp_path / "talk.jsonl").write_text("")
+    assert truth_path(tmp_path / "talk.flac") == tmp_path / "talk.jsonl"
+    assert truth_path(tmp_path / "talk-stereo.flac") == tmp_path / "talk.jsonl"
+    (tmp_path / "talk-stereo.jsonl").write_text("")
+    assert truth_path(tmp_path / "talk-stereo.flac") == tmp_path / "talk-stereo.jsonl"
+    assert truth_path(tmp_path / "other.flac") is None
+
+
+def test_e2e_without_ground_truth_is_one_line(tmp_path, capsys):
+    from training.cli import main
+
+    assert main(["e2e", str(tmp_path / "call-stereo.flac")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: no ground truth for {tmp_path / 'call-stereo.flac'}: expected {tmp_path / 'call.jsonl'}"

@@ -202,16 +202,14 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_e2e(args) -> int:
-    from training.e2e import evaluate_recording
+    from training.e2e import evaluate_recording, truth_path
 
     results = []
     for rec in args.recordings:
-        truth = rec.with_suffix(".jsonl")
-        if not truth.is_file():
-            stem = rec.stem.removesuffix("-stereo")
-            truth = rec.with_name(stem + ".jsonl")
-        if not truth.is_file():
-            raise ValueError(f"no ground truth for {rec}: expected {truth}")
+        truth = truth_path(rec)
+        if truth is None:
+            expected = rec.with_name(rec.stem.removesuffix("-stereo") + ".jsonl")
+            raise ValueError(f"no ground truth for {rec}: expected {expected}")
         r = evaluate_recording(rec, truth, args.model, asr_model=args.asr_model, split_channels=args.split_channels)
         results.append(r)
         print(

@@ -53,6 +53,19 @@ def read_truth(path: Path) -> list[Segment]:
     return out
 
 
+def truth_path(recording: Path) -> Path | None:
+    """The ground truth beside a recording: ``NAME.jsonl``, or for ``NAME-stereo.*`` the
+    mono demo's ``NAME.jsonl`` (both channels of a stereo demo share one script)."""
+    recording = Path(recording)
+    for candidate in (
+        recording.with_suffix(".jsonl"),
+        recording.with_name(recording.stem.removesuffix("-stereo") + ".jsonl"),
+    ):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
 def overlap(a: Segment, b: Segment) -> float:
     return max(0.0, min(a.end_s, b.end_s) - max(a.start_s, b.start_s))
 

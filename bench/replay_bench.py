@@ -19,6 +19,7 @@ ASR model (``bench/get_whisper_base.py`` assembles Whisper base offline).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import platform
 import threading
 import time
@@ -38,7 +39,6 @@ MODES = {"speculative": (True, True), "overlap": (False, True), "sequential": (F
 
 
 def measure(recordings: list[Path], args, end_silence_ms: int, mode: str, asr_model: str):
-    from streamer.audio import load_audio
     from streamer.cli import build_parser, build_pipeline
     from streamer.events import UtteranceEvent
     from training.e2e import read_truth, truth_path, word_error_rate
@@ -60,7 +60,7 @@ def measure(recordings: list[Path], args, end_silence_ms: int, mode: str, asr_mo
             argv += ["--model", str(args.model)]
         speculate, overlap = MODES[mode]
         pipeline, _ = build_pipeline(build_parser().parse_args(argv))
-        pipeline.config = type(pipeline.config)(speculate=speculate, overlap=overlap)
+        pipeline.config = dataclasses.replace(pipeline.config, speculate=speculate, overlap=overlap)
         description = pipeline.describe()
         got: list = []
         t0 = time.perf_counter()
@@ -73,7 +73,7 @@ def measure(recordings: list[Path], args, end_silence_ms: int, mode: str, asr_mo
         else:
             pipeline.run(got.append, threading.Event(), threading.Event())
         wall_s += time.perf_counter() - t0
-        audio_s += len(load_audio(rec)) / 16000
+        audio_s += pipeline.source.duration_s  # decoded once, by the source
         utts = [e for e in got if isinstance(e, UtteranceEvent) and e.error is None]
         events += utts
         truth = truth_path(rec)
@@ -85,9 +85,10 @@ def measure(recordings: list[Path], args, end_silence_ms: int, mode: str, asr_mo
     return events, audio_s, wall_s, description
 
 
-def run_in_app(pipeline, tap) -> dict[int, float]:
+def run_in_app(pipeline, tap, labels: list[str] | None = None, **app_options) -> dict[int, float]:
     """Run ``pipeline`` inside the real EmotionApp (headless, rendering as usual), calling
-    ``tap(event)`` in the pipeline thread for every event; returns {utterance index: ui ms}."""
+    ``tap(event)`` in the pipeline thread for every event; returns {utterance index: ui ms}.
+    ``labels`` defaults to the labels of the pipeline's checkpoint; ``app_options`` go to EmotionApp."""
     import asyncio
 
     from streamer.events import UtteranceEvent
@@ -108,7 +109,7 @@ def run_in_app(pipeline, tap) -> dict[int, float]:
 
             pipeline.run(both, stop, paused)
 
-    app = EmotionApp(Tap(), list(pipeline.processor.labels))
+    app = EmotionApp(Tap(), list(labels or pipeline.processor.labels), **app_options)
 
     async def drive() -> None:
         async with app.run_test(size=(140, 40)) as pilot:

@@ -158,7 +158,7 @@ class Transcriber:
             # from run to run and can take seconds on a cut-off word.
             temperature=0.0,
             # An utterance holds at most a few words a second; a looping decoder stops here.
-            max_new_tokens=min(MAX_TOKENS, int(len(x) / 16000 * TOKENS_PER_S) + 16),
+            max_new_tokens=min(MAX_TOKENS, int(len(x) / SAMPLE_RATE_HZ * TOKENS_PER_S) + 16),
         )
         return list(segments)  # the generator does the decoding
 

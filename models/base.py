@@ -81,11 +81,9 @@ class EmotionModel(nn.Module):
             return self.forward_context(batch)
         windows, index = batch.windows(self.context.window)
         out = self.forward_context(windows)
-        last = windows.lengths() - 1
-        rows = torch.arange(last.shape[0], device=last.device)
         shape = batch.shape
-        logits = scatter_windows(out.logits[rows, last], index, shape)
-        reps = {k: scatter_windows(v[rows, last], index, shape) for k, v in out.reps.items()}
+        logits = scatter_windows(last_valid(out.logits, windows.mask), index, shape)
+        reps = {k: scatter_windows(last_valid(v, windows.mask), index, shape) for k, v in out.reps.items()}
         return ModelOutput(logits=logits, reps=reps)
 
     def check_inputs(self, batch: Batch) -> None:

@@ -24,8 +24,7 @@ from torch.nn import functional as F
 
 from models.base import ContextConfig, EmotionModel, ModelOutput
 from models.batch import Batch
-from models.blocks import FeedForward, ScaledDotAttention
-from models.hbaf import fill_missing
+from models.blocks import FeedForward, ScaledDotAttention, fill_missing
 
 DECISIONS = ("bimodal", "sum")
 CONNECTION_GRAMS = ("feature", "utterance")

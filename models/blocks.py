@@ -79,3 +79,14 @@ def config_from_dict(cls: type, values: dict[str, Any]):
         if isinstance(value, list):
             kwargs[key] = tuple(value)
     return cls(**kwargs)
+
+
+def fill_missing(x: Tensor, present: Tensor | None, mask: Tensor, missing: Tensor) -> Tensor:
+    """Replace the vectors of real utterances whose modality is absent by a learned one.
+
+    Padded positions stay zero: the audio convolution relies on it.
+    """
+    if present is None:
+        return x
+    absent = (~present & mask)[..., None]
+    return torch.where(absent, missing.expand_as(x), x)

@@ -21,8 +21,7 @@ from torch import Tensor, nn
 
 from models.base import ContextConfig, EmotionModel, ModelOutput
 from models.batch import Batch
-from models.blocks import FeedForward, ScaledDotAttention
-from models.hbaf import fill_missing
+from models.blocks import FeedForward, ScaledDotAttention, fill_missing
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from models.base import ContextConfig, EmotionModel, ModelOutput
 from models.batch import Batch
-from models.blocks import FeedForward, ScaledDotAttention
+from models.blocks import FeedForward, ScaledDotAttention, fill_missing
 
 MODALITIES = ("both", "audio", "text")
 ATTENTION_SCORES = ("query", "vector")
@@ -329,14 +329,3 @@ class HBAF(EmotionModel):
         if self.contrastive_head is not None:
             reps["z_m"] = self.contrastive_head(h_m)
         return ModelOutput(self.classifier(self.dropout(h_m)), reps)
-
-
-def fill_missing(x: Tensor, present: Tensor | None, mask: Tensor, missing: Tensor) -> Tensor:
-    """Replace the vectors of real utterances whose modality is absent by a learned one.
-
-    Padded positions stay zero: the audio convolution relies on it.
-    """
-    if present is None:
-        return x
-    absent = (~present & mask)[..., None]
-    return torch.where(absent, missing.expand_as(x), x)

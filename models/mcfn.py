@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.base import ContextConfig, EmotionModel, ModelOutput
+from models.base import ContextConfig, EmotionModel, ModelOutput, last_valid
 from models.batch import Batch, scatter_windows
 from models.blocks import masked_mean
 
@@ -326,8 +326,7 @@ class MCFN(EmotionModel):
         # Batch is only the carrier that cuts windows exactly as the base class cuts raw inputs.
         windows, index = Batch(mask=batch.mask, audio=enc["main"]).windows(self.context.window)
         h = self.utterance_context(windows.audio)
-        last = windows.lengths() - 1
-        enc["main"] = scatter_windows(h[torch.arange(h.shape[0], device=h.device), last], index, batch.shape)
+        enc["main"] = scatter_windows(last_valid(h, windows.mask), index, batch.shape)
         out = self.decide(enc)
         # zero at padded utterances, as the base class's scatter leaves them
         m = batch.mask

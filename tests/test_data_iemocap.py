@@ -142,3 +142,19 @@ def test_missing_test_session(tmp_path):
         load_iemocap("train", root)
     data = load_iemocap("test", root, IemocapOptions(test_session=2))
     assert data.num_utterances == 8 and any("absent" in n for n in data.report.notes)
+
+
+def test_text_only_models_load_iemocap_without_its_audio(iemocap):
+    """A model that hears nothing asks for audio=False on any dataset that can go text-only,
+    so a missing wav no longer costs its utterance (issue 3: text-only use must work)."""
+    from training.experiment import dataset_options
+
+    (iemocap / "Session5/sentences/wav/Ses05F_impro01/Ses05F_impro01_F000.wav").unlink()
+    assert dataset_options("iemocap", {"test_session": 5}, ("text",)) == {"test_session": 5, "audio": False}
+    assert dataset_options("meld", {}, ("text", "speaker")) == {"audio": False}
+    assert dataset_options("iemocap", {}, ("audio", "text")) == {}
+    assert dataset_options("paired", {"seed": 1}, ("text",)) == {"seed": 1}  # no text-only mode to ask for
+    text_only = load_dataset("iemocap", "test", iemocap, **dataset_options("iemocap", {}, ("text",)))
+    with_audio = load_dataset("iemocap", "test", iemocap, max_missing_fraction=0.5)
+    assert sum(1 for _ in text_only.utterances()) == sum(1 for _ in with_audio.utterances()) + 1
+    assert not text_only.report.counts()

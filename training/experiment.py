@@ -18,7 +18,7 @@ import torch
 
 import models
 from models import ContextConfig, FeaturePipeline, TextPipeline
-from training.data import load_dataset
+from training.data import DATASETS, load_dataset
 from training.data.records import DatasetSplit
 from training.extract import ExtractConfig, SplitFeatures, extract_split
 from training.losses import IGNORE
@@ -131,6 +131,16 @@ def model_inputs(name: str, options: dict[str, Any]) -> tuple[str, ...]:
     return tuple(probe.inputs)
 
 
+def dataset_options(dataset: str, options: dict[str, Any], needs: tuple[str, ...]) -> dict[str, Any]:
+    """A model that hears nothing loads datasets that can go text-only (an ``audio`` option:
+    MELD, IEMOCAP) without their audio, so no clip is probed and none missing drops a line."""
+    if "audio" in needs or "frames" in needs:
+        return options
+    if "audio" not in {f.name for f in dataclasses.fields(DATASETS[dataset].options)}:
+        return options
+    return {**options, "audio": False}
+
+
 def run(cfg: RunConfig) -> dict:
     """Train and evaluate one configuration; returns the metrics dict (also written to disk)."""
     t_start = time.time()
@@ -140,15 +150,11 @@ def run(cfg: RunConfig) -> dict:
     extract = dataclasses.replace(
         cfg.extract, audio="audio" in needs, frames="frames" in needs, tokens="tokens" in needs
     )
-    if "audio" not in needs and "frames" not in needs:
-        opts = {**cfg.dataset_options, **({"audio": False} if cfg.dataset == "meld" else {})}
-    else:
-        opts = cfg.dataset_options
+    opts = dataset_options(cfg.dataset, cfg.dataset_options, needs)
     splits = {}
     for role, split_name in zip(("train", "val", "test"), roles):
         if split_name is not None:
-            splits[role] = load_dataset(cfg.dataset, split_name, cfg.data_root, **opts)
-            log.info("%s", splits[role].report.summary())
+            splits[role] = load_dataset(cfg.dataset, split_name, cfg.data_root, **opts)  # logs its report
     labels = list(splits["train"].labels)
     feats = {role: extract_split(s, extract) for role, s in splits.items()}
     y_train = np.array([labels.index(u.label) if u.label in labels else -1 for u in splits["train"].utterances()])

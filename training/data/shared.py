@@ -210,9 +210,8 @@ def voice_splits(clips: list[Clip], seed: int) -> dict[str, str]:
 
 def _split_pool(
     split: str, root: Path, corpora: tuple[str, ...], seed: int, probe: bool, max_fraction: float, report: LoadReport
-) -> tuple[list[Clip], dict[str, Clip]]:
-    """The usable clips of the split's voices (missing or unreadable files reported and left out),
-    and one clip per voice, which tells the voice's corpus and gender."""
+) -> list[Clip]:
+    """The usable clips of the split's voices (missing or unreadable files reported and left out)."""
     clips = read_clips(root, corpora, report)
     splits = voice_splits(clips, seed)
     mine = [c for c in clips if splits[c.voice] == split]
@@ -226,7 +225,7 @@ def _split_pool(
     )
     if not pool:
         raise DataError(f"no clip of corpora {', '.join(corpora)} is in the {split} split; add corpora or voices")
-    return pool, {c.voice: c for c in pool}
+    return pool
 
 
 def _relative(path: Path, base: Path) -> str:
@@ -348,7 +347,7 @@ def load_paired(split: str, root: Path | str = DEFAULT_ROOT, options: PairedOpti
     report = LoadReport("paired", split, source=f"{root / 'meld'} + {root / 'acted_speech.csv'}")
     report.note(f"text, speakers and labels from MELD {meld_split}; audio from clips of {', '.join(options.corpora)}")
     report.problems.extend(meld.report.problems)
-    pool, voice_info = _split_pool(
+    pool = _split_pool(
         split, root, options.corpora, options.seed, options.check_audio, options.max_missing_fraction, report
     )
     pools = _Pools(pool)
@@ -374,16 +373,14 @@ def load_voice_chains(
     root = Path(root)
     report = LoadReport("voice-chains", split, source=str(root / "acted_speech.csv"))
     report.note(f"voice-only conversations: clips of {', '.join(options.corpora)}; the words carry no emotion")
-    pool, voice_info = _split_pool(
+    pool = _split_pool(
         split, root, options.corpora, options.seed, options.check_audio, options.max_missing_fraction, report
     )
-    by_voice: dict[str, dict[str, list[Clip]]] = defaultdict(lambda: defaultdict(list))
-    for clip in pool:
-        by_voice[clip.voice][clip.label].append(clip)
-    voices = sorted(by_voice)
+    pools = _Pools(pool)
+    voices = pools.voices
     corpus_voices: dict[str, list[str]] = defaultdict(list)
     for voice in voices:
-        corpus_voices[voice_info[voice].corpus].append(voice)
+        corpus_voices[pools.info[voice].corpus].append(voice)
     mean_turns = (options.min_turns + options.max_turns) / 2
     count = options.num_dialogues or max(1, math.ceil(len(pool) / mean_turns))
 
@@ -391,7 +388,7 @@ def load_voice_chains(
     for i in range(count):
         rng = random.Random(f"chains:{options.seed}:{split}:{i}")
         first = rng.choice(voices)
-        mates = [v for v in corpus_voices[voice_info[first].corpus] if v != first]
+        mates = [v for v in corpus_voices[pools.info[first].corpus] if v != first]
         cast = [first]
         if mates and rng.random() < options.two_speaker_fraction:
             cast.append(rng.choice(mates))
@@ -403,9 +400,9 @@ def load_voice_chains(
             voice = cast[speaker]
             label = last_label.get(voice)
             if label is None or rng.random() >= options.label_persistence:
-                label = rng.choice(sorted(by_voice[voice]))
+                label = rng.choice(sorted(pools.by_voice[voice]))
             last_label[voice] = label
-            clip = _pick_clip(rng, by_voice[voice][label], used)
+            clip = _pick_clip(rng, pools.by_voice[voice][label], used)
             used.add(clip.path)
             source = _relative(clip.path, Path(os.path.abspath(root)))
             utterances.append(

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from models.base import ContextConfig, EmotionModel, ModelOutput
 from models.batch import Batch
+from models.blocks import run_packed
 
 
 @dataclass(frozen=True)
@@ -92,11 +92,7 @@ class ContextualLSTM(nn.Module):
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         """(B, U, D), mask (B, U) -> (B, U, 2H)."""
         x = self.dropout(torch.tanh(self.dense(x)))
-        lengths = mask.long().sum(1).clamp(min=1).cpu()
-        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-        out, _ = self.lstm(packed)
-        out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
-        return self.dropout(out)
+        return self.dropout(run_packed(self.lstm, x, mask))
 
 
 class BCLSTM(EmotionModel):

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from models.base import ContextConfig
 
@@ -90,3 +91,16 @@ def fill_missing(x: Tensor, present: Tensor | None, mask: Tensor, missing: Tenso
         return x
     absent = (~present & mask)[..., None]
     return torch.where(absent, missing.expand_as(x), x)
+
+
+def run_packed(rnn: nn.Module, x: Tensor, mask: Tensor) -> Tensor:
+    """A batch-first RNN over only the valid steps of each sequence: (B, U, D), mask (B, U) -> (B, U, H).
+
+    Packing keeps padding out of the backward direction of bidirectional RNNs, so a
+    dialogue's outputs do not depend on how much the batch padded it.
+    """
+    lengths = mask.long().sum(1).clamp(min=1).cpu()
+    packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+    out, _ = rnn(packed)
+    out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
+    return out

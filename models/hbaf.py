@@ -13,11 +13,10 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from models.base import ContextConfig, EmotionModel, ModelOutput
 from models.batch import Batch
-from models.blocks import FeedForward, ScaledDotAttention, fill_missing
+from models.blocks import FeedForward, ScaledDotAttention, fill_missing, run_packed
 
 MODALITIES = ("both", "audio", "text")
 ATTENTION_SCORES = ("query", "vector")
@@ -104,11 +103,7 @@ class AudioContextNetwork(nn.Module):
     def forward(self, audio: Tensor, mask: Tensor) -> Tensor:
         """(B, U, Da), mask (B, U) -> H_a (B, U, D). Padding must be zero (conv boundary)."""
         x = torch.relu(self.conv(audio.transpose(1, 2))).transpose(1, 2)
-        lengths = mask.long().sum(1).clamp(min=1).cpu()
-        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-        out, _ = self.lstm(packed)
-        out, _ = pad_packed_sequence(out, batch_first=True, total_length=audio.shape[1])
-        return self.transformer(out, src_key_padding_mask=~mask)
+        return self.transformer(run_packed(self.lstm, x, mask), src_key_padding_mask=~mask)
 
 
 class SoftAttention(nn.Module):

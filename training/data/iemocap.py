@@ -28,10 +28,10 @@ from training.data.records import (
     DatasetSplit,
     Dialogue,
     Utterance,
-    check_audio,
     check_options_fraction,
     normalise_text,
     require_split,
+    usable_audio,
 )
 from training.data.report import DataError, LoadReport
 
@@ -175,12 +175,10 @@ def _load_dialog(session_dir: Path, eval_file: Path, options: IemocapOptions, re
         text = texts.get(entry.utt_id) or None
         audio: Path | None = None
         if options.audio:
-            audio = wav_dir / f"{entry.utt_id}.wav"
-            fallback = "text-only" if options.keep_text_only and text else "excluded"
-            if not check_audio(audio, report, where, options.check_audio, action=fallback):
-                if fallback == "excluded":
-                    continue
-                audio = None
+            path = wav_dir / f"{entry.utt_id}.wav"
+            keep, audio = usable_audio(path, text, report, where, options.check_audio, options.keep_text_only)
+            if not keep:
+                continue
         if text is None:
             if audio is None:
                 report.add("empty_text", where, f"no transcript in {transcript_file.name} and no audio")

@@ -42,9 +42,9 @@ from training.data.records import (
     Dialogue,
     Utterance,
     as_names,
-    check_audio,
     check_options_fraction,
     normalise_text,
+    usable_audio,
 )
 from training.data.report import DataError, LoadReport
 
@@ -254,13 +254,11 @@ def _utterance(
     audio_name = _text(values.get("audio"))
     audio: Path | None = None
     if audio_name is not None:
-        audio = Path(audio_name).expanduser()
-        audio = audio if audio.is_absolute() else path.parent / audio
-        fallback = "text-only" if options.keep_text_only and text else "excluded"
-        if not check_audio(audio, report, where, options.check_audio, end_s=end_s, action=fallback):
-            if fallback == "excluded":
-                return None
-            audio = None
+        given = Path(audio_name).expanduser()
+        given = given if given.is_absolute() else path.parent / given
+        keep, audio = usable_audio(given, text, report, where, options.check_audio, options.keep_text_only, end_s)
+        if not keep:
+            return None
     if audio is None and text is None:
         report.add("empty_text", where, "the row has neither audio nor text")
         return None

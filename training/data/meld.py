@@ -27,10 +27,10 @@ from training.data.records import (
     DatasetSplit,
     Dialogue,
     Utterance,
-    check_audio,
     check_options_fraction,
     normalise_text,
     require_split,
+    usable_audio,
 )
 from training.data.report import DataError, LoadReport
 
@@ -174,12 +174,10 @@ def _utterance(
 
     audio: Path | None = None
     if options.audio:
-        audio = clips.get(stem, clip_dir / f"{stem}.mp4")
-        fallback = "text-only" if options.keep_text_only and text else "excluded"
-        if not check_audio(audio, report, where, options.check_audio, action=fallback):
-            if fallback == "excluded":
-                return None
-            audio = None
+        path = clips.get(stem, clip_dir / f"{stem}.mp4")
+        keep, audio = usable_audio(path, text, report, where, options.check_audio, options.keep_text_only)
+        if not keep:
+            return None
     if text is None:
         if audio is None:
             report.add("empty_text", where, "no transcript and no audio")

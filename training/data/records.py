@@ -266,6 +266,24 @@ def check_audio(
     return True
 
 
+def usable_audio(
+    path: Path,
+    text: str | None,
+    report: LoadReport,
+    where: str,
+    probe: bool,
+    keep_text_only: bool,
+    end_s: float | None = None,
+) -> tuple[bool, Path | None]:
+    """(keep the utterance?, its audio or None): a line whose audio fails :func:`check_audio`
+    is kept text-only when ``keep_text_only`` and it has a transcript, else excluded; the
+    report says which."""
+    fallback = "text-only" if keep_text_only and text else "excluded"
+    if check_audio(path, report, where, probe, end_s=end_s, action=fallback):
+        return True, path
+    return fallback == "text-only", None
+
+
 def as_names(value: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
     """Option values naming several things: a tuple/list, or one comma-separated string (CLI)."""
     if isinstance(value, str):

@@ -21,7 +21,10 @@ from models.registry import lookup
 log = logging.getLogger(__name__)
 
 FORMAT = "ser-live/checkpoint"
-VERSION = 1
+#: 2 added Whisper audio features and per-speaker normalisation to the feature pipeline;
+#: version 1 files (openSMILE + text only) read unchanged.
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 
 class CheckpointError(ValueError):
@@ -85,9 +88,10 @@ def load(path: str | os.PathLike, device: str = "auto") -> Checkpoint:
         raise CheckpointError(
             f"{path} is not a ser-live checkpoint (no '{FORMAT}' marker); train one with python -m training train"
         )
-    if payload.get("version") != VERSION:
+    if payload.get("version") not in READABLE_VERSIONS:
         raise CheckpointError(
-            f"{path} is checkpoint version {payload.get('version')}, this ser-live reads version {VERSION}"
+            f"{path} is checkpoint format version {payload.get('version')!r}, this ser-live reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}: use the ser-live release that wrote it or retrain"
         )
     try:
         model_cls, config_cls = lookup(payload["model"])

@@ -77,12 +77,81 @@ class FramePipeline:
 
 
 @dataclass(frozen=True)
+class WhisperPipeline:
+    """Whisper encoder states of the utterance's speech frames, pooled as mean and std.
+
+    ``encoder`` is the Whisper model (``tiny.en``: the bundled one); ``min_window_s`` and
+    ``pad_s`` are the :class:`streamer.asr.EncodePolicy` the states were computed under
+    (the speech frames' states depend on the window). When the live ASR model is this
+    encoder with this policy, one encoder pass serves transcription and features.
+    """
+
+    encoder: str = "tiny.en"
+    min_window_s: float = 15.0
+    pad_s: float = 1.0
+    pooling: str = "mean_std"
+    dim: int = 768
+
+    def __post_init__(self) -> None:
+        if self.pooling != "mean_std":
+            raise ValueError("whisper pooling must be 'mean_std'")
+        if self.dim < 2 or self.dim % 2:
+            raise ValueError(f"whisper feature dim must be an even number >= 2, got {self.dim}")
+
+
+@dataclass(frozen=True)
+class SpeakerNormPipeline:
+    """Causal per-speaker standardisation of the audio vector (see :mod:`models.normalize`).
+
+    ``prior_mean``/``prior_var`` are the training split's statistics of the audio vector;
+    ``prior_weight`` is how many utterances' worth of trust the prior gets while a
+    speaker's own running statistics are still thin.
+    """
+
+    prior_mean: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    prior_var: np.ndarray = field(default_factory=lambda: np.ones(0, np.float32))
+    prior_weight: float = 4.0
+
+    def __post_init__(self) -> None:
+        if len(self.prior_mean) != len(self.prior_var):
+            raise ValueError("speaker normalisation: prior mean and variance differ in length")
+        if not self.prior_weight > 0:
+            raise ValueError(f"speaker normalisation prior_weight must be positive, got {self.prior_weight}")
+        if len(self.prior_var) and not (np.all(np.isfinite(self.prior_var)) and np.all(self.prior_var > 0)):
+            raise ValueError("speaker normalisation prior variance must be finite and positive")
+
+    @property
+    def dim(self) -> int:
+        return int(len(self.prior_mean))
+
+
+@dataclass(frozen=True)
 class FeaturePipeline:
+    """What a checkpoint's model takes. The model's ``audio`` input is the concatenation of
+    the openSMILE vector (``audio``) and the pooled Whisper states (``whisper``), whichever
+    are set, then standardised per speaker when ``speaker_norm`` is set."""
+
     audio: AudioPipeline | None = None
     text: TextPipeline | None = None
     frames: FramePipeline | None = None
     tokens: bool = False
     commonsense: bool = False
+    whisper: WhisperPipeline | None = None
+    speaker_norm: SpeakerNormPipeline | None = None
+
+    @property
+    def has_audio_vector(self) -> bool:
+        return self.audio is not None or self.whisper is not None
+
+    @property
+    def audio_dim(self) -> int:
+        return (self.audio.dim if self.audio is not None else 0) + (self.whisper.dim if self.whisper else 0)
+
+    @property
+    def audio_kind(self) -> str:
+        """``opensmile``, ``whisper``, ``both`` or ``none``: which audio features the model takes."""
+        kinds = [k for k, v in (("opensmile", self.audio), ("whisper", self.whisper)) if v is not None]
+        return "both" if len(kinds) == 2 else (kinds[0] if kinds else "none")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain types and tensors only, so ``torch.load(weights_only=True)`` reads it."""
@@ -101,6 +170,15 @@ class FeaturePipeline:
             out["text"] = dict(vars(self.text))
         if self.frames is not None:
             out["frames"] = dict(vars(self.frames))
+        if self.whisper is not None:
+            out["whisper"] = dict(vars(self.whisper))
+        if self.speaker_norm is not None:
+            n = self.speaker_norm
+            out["speaker_norm"] = {
+                "prior_mean": torch.from_numpy(np.asarray(n.prior_mean, np.float32)),
+                "prior_var": torch.from_numpy(np.asarray(n.prior_var, np.float32)),
+                "prior_weight": float(n.prior_weight),
+            }
         return out
 
     @classmethod
@@ -113,4 +191,13 @@ class FeaturePipeline:
             audio = AudioPipeline(**a)
         text = TextPipeline(**d["text"]) if d.get("text") is not None else None
         frames = FramePipeline(**d["frames"]) if d.get("frames") is not None else None
-        return cls(audio, text, frames, bool(d.get("tokens", False)), bool(d.get("commonsense", False)))
+        whisper = WhisperPipeline(**d["whisper"]) if d.get("whisper") is not None else None
+        norm = None
+        if d.get("speaker_norm") is not None:
+            n = dict(d["speaker_norm"])
+            for key in ("prior_mean", "prior_var"):
+                n[key] = np.asarray(n[key].numpy() if hasattr(n[key], "numpy") else n[key], np.float32)
+            norm = SpeakerNormPipeline(**n)
+        return cls(
+            audio, text, frames, bool(d.get("tokens", False)), bool(d.get("commonsense", False)), whisper, norm
+        )

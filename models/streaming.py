@@ -12,18 +12,30 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from models.base import EmotionModel
 from models.batch import collate
+from models.normalize import SpeakerNormalizer
+from models.pipeline import SpeakerNormPipeline
+
+#: Key of an utterance's speaker for the per-speaker normalisation (None: the whole session).
+NORM_KEY = "norm_key"
 
 
 class StreamingClassifier:
     """``push(utterance features) -> class probabilities``; ``reset()`` starts a new dialogue."""
 
-    def __init__(self, model: EmotionModel, temperature: float = 1.0, max_history: int = 512) -> None:
-        if temperature <= 0:
+    def __init__(
+        self,
+        model: EmotionModel,
+        temperature: float = 1.0,
+        max_history: int = 512,
+        speaker_norm: SpeakerNormPipeline | None = None,
+    ) -> None:
+        if not temperature > 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
         self.model = model.eval()
         self.temperature = temperature
@@ -35,6 +47,7 @@ class StreamingClassifier:
         else:
             size = max_history
         self._history: deque[dict[str, Any]] = deque(maxlen=size)
+        self.normalizer = SpeakerNormalizer(speaker_norm) if speaker_norm is not None else None
 
     @property
     def device(self) -> torch.device:
@@ -45,10 +58,23 @@ class StreamingClassifier:
 
     def reset(self) -> None:
         self._history.clear()
+        if self.normalizer is not None:
+            self.normalizer.reset()
 
     @torch.inference_mode()
     def push(self, utterance: dict[str, Any]) -> Tensor:
-        """Features of one utterance (see :func:`models.batch.collate`) -> probabilities (C,)."""
+        """Features of one utterance (see :func:`models.batch.collate`) -> probabilities (C,).
+
+        With speaker normalisation the raw ``audio`` vector is standardised by the running
+        statistics of the utterance's ``norm_key`` (speaker) first; the statistics count it
+        only once the model has run, so a failed utterance leaves no trace there either.
+        """
+        key = utterance.get(NORM_KEY)
+        utterance = {k: v for k, v in utterance.items() if k != NORM_KEY}
+        raw_audio = None
+        if self.normalizer is not None and utterance.get("audio") is not None and utterance.get("audio_present", True):
+            raw_audio = np.asarray(utterance["audio"], np.float32)
+            utterance["audio"] = torch.from_numpy(self.normalizer.peek(key, raw_audio))
         window = [*self._history, utterance][-self._history.maxlen :]
         batch = collate([window]).to(self.device)
         self.model.check_inputs(batch)
@@ -56,4 +82,6 @@ class StreamingClassifier:
         logits = self.model.forward_context(batch.masked()).logits[0, -1]
         probs = torch.softmax(logits.float() / self.temperature, dim=-1).cpu()
         self._history.append(utterance)  # only once it worked: a bad utterance leaves no trace
+        if raw_audio is not None:
+            self.normalizer.commit(key, raw_audio)
         return probs

@@ -8,6 +8,7 @@ hallucination in one utterance cannot leak into the next.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,8 +30,73 @@ MAX_TOKENS = 224
 TOKENS_PER_S = 8
 
 
+#: Whisper's mel hop (10 ms) and its encoder's stride 2: one encoder state per 20 ms.
+MEL_HOP_SAMPLES = 160
+ENCODER_STRIDE = 2
+WHISPER_WINDOW_S = 30.0
+
+
 class ASRError(ValueError):
     """The speech recogniser cannot be built or fed as asked (one sentence naming the fix)."""
+
+
+@dataclass(frozen=True)
+class EncodePolicy:
+    """How long a window Whisper's encoder sees for one utterance.
+
+    faster-whisper pads every input to 30 s, so the encoder costs the same for a 1 s
+    and a 10 s utterance. Whisper was trained on 30 s windows, though: trimming the
+    window to the utterance (plus ``pad_s``) breaks it (WER 0.12 -> 0.49 in the
+    measurements of docs/benchmarks.md), while a floor of ``min_window_s`` keeps most
+    of the accuracy at a fraction of the time. The window is the utterance plus
+    ``pad_s``, at least ``min_window_s``, at most 30 s; the padding is Whisper's own
+    (zero log-mel frames after the audio), as faster-whisper pads to 30 s.
+
+    The encoder states of the speech frames depend on the window (self-attention sees
+    the padding), so the same policy must serve transcription and the audio features,
+    live and in training: it is recorded in the checkpoint's feature pipeline.
+    """
+
+    min_window_s: float = 15.0
+    pad_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 1.0 <= self.min_window_s <= WHISPER_WINDOW_S:
+            raise ValueError(f"min_window_s must be in [1, 30] s, got {self.min_window_s}")
+        if not 0.0 <= self.pad_s <= WHISPER_WINDOW_S:
+            raise ValueError(f"pad_s must be in [0, 30] s, got {self.pad_s}")
+
+    def window_frames(self, n_samples: int) -> int:
+        """Mel frames (100 a second, an even number) the encoder gets for ``n_samples`` of audio."""
+        seconds = min(max(self.min_window_s, n_samples / SAMPLE_RATE_HZ + self.pad_s), WHISPER_WINDOW_S)
+        return 2 * math.ceil(seconds * SAMPLE_RATE_HZ / MEL_HOP_SAMPLES / 2)
+
+
+#: Today's faster-whisper behaviour: every utterance padded to 30 s.
+FULL_WINDOW = EncodePolicy(min_window_s=WHISPER_WINDOW_S, pad_s=0.0)
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """Whisper encoder states of one utterance: what transcription and the audio features share.
+
+    ``states`` is CTranslate2's (1, T, D) output for the whole window; ``speech_frames``
+    is how many of its T states cover the utterance audio (the rest is padding).
+    """
+
+    states: object  # ctranslate2.StorageView, on the CPU
+    speech_frames: int
+    n_samples: int
+
+    def speech_states(self) -> np.ndarray:
+        """(speech_frames, D) float32: the states of the utterance audio, padding excluded."""
+        x = np.asarray(self.states, dtype=np.float32)[0]
+        return x[: max(1, self.speech_frames)]
+
+    def pooled(self) -> np.ndarray:
+        """(2 D,) float32: mean and standard deviation over the speech frames (utterance-level input)."""
+        x = self.speech_states()
+        return np.concatenate([x.mean(axis=0), x.std(axis=0)]).astype(np.float32)
 
 
 def bundled_whisper_path() -> Path:
@@ -91,6 +157,7 @@ class Transcriber:
         language: str | None = "en",
         beam_size: int = 1,
         cpu_threads: int = 0,
+        policy: EncodePolicy | None = None,
     ) -> None:
         from faster_whisper import WhisperModel
 
@@ -103,6 +170,7 @@ class Transcriber:
         self.compute_type = compute_type if compute_type != "auto" else ("float16" if self.device == "cuda" else "int8")
         self.language = language
         self.beam_size = beam_size
+        self.policy = policy or EncodePolicy()
         source = self._resolve(self.name)
         try:
             self.model = WhisperModel(
@@ -120,7 +188,18 @@ class Transcriber:
             ) from exc
         if language not in (None, "en") and not self.model.model.is_multilingual:
             raise ASRError(f"Whisper model {self.name!r} is English-only but language {language!r} was asked for")
-        log.info("Whisper %s from %s on %s (%s)", self.name, source, self.device, self.compute_type)
+        from faster_whisper.tokenizer import Tokenizer
+        from faster_whisper.transcribe import get_suppressed_tokens
+
+        m = self.model
+        self._tokenizer = Tokenizer(
+            m.hf_tokenizer, m.model.is_multilingual, task="transcribe", language=language or "en"
+        )
+        self._suppress = list(get_suppressed_tokens(self._tokenizer, [-1]))
+        log.info(
+            "Whisper %s from %s on %s (%s), encoder window >= %.0f s",
+            self.name, source, self.device, self.compute_type, self.policy.min_window_s,
+        )
 
     @staticmethod
     def _resolve(name: str) -> str:
@@ -141,9 +220,7 @@ class Transcriber:
         return name
 
     def _segments(self, audio: np.ndarray, word_timestamps: bool):
-        x = np.asarray(audio)
-        if x.ndim != 1 or not np.issubdtype(x.dtype, np.floating):
-            raise ASRError(f"expected mono float audio of shape (n,) at 16 kHz, got {x.dtype} {x.shape}")
+        x = _check_mono(audio)
         if len(x) == 0:
             return []
         segments, _info = self.model.transcribe(
@@ -162,9 +239,63 @@ class Transcriber:
         )
         return list(segments)  # the generator does the decoding
 
-    def transcribe(self, audio: np.ndarray) -> str:
-        """(n,) float32 16 kHz utterance -> its text (segments joined, stripped; "" for silence)."""
-        return " ".join(s.text.strip() for s in self._segments(audio, False) if s.text.strip())
+    def fits_window(self, n_samples: int) -> bool:
+        """Whether one encoder window holds the utterance (else the long-form path transcribes it)."""
+        return n_samples / SAMPLE_RATE_HZ + self.policy.pad_s <= WHISPER_WINDOW_S
+
+    def encode(self, audio: np.ndarray) -> Encoded:
+        """(n,) float32 16 kHz utterance -> encoder states over the policy's window.
+
+        The mel frames are computed as faster-whisper does (160 samples of padding, log-mel
+        normalised over the utterance), then padded with zero frames up to the window;
+        a window over 30 s is cut to its first 30 s.
+        """
+        x = _check_mono(audio)
+        fx = self.model.feature_extractor
+        mel = fx(x) if len(x) else np.zeros((fx.mel_filters.shape[0], 0), np.float32)
+        frames = self.policy.window_frames(len(x))
+        mel = mel[:, :frames]
+        if mel.shape[1] < frames:
+            mel = np.pad(mel, ((0, 0), (0, frames - mel.shape[1])))
+        states = self.model.encode(np.ascontiguousarray(mel, dtype=np.float32))
+        if self.device == "cuda":  # StorageView on the GPU: keep a host copy for the features
+            import ctranslate2
+
+            states = states.to_device(ctranslate2.Device.cpu)
+        speech = min(math.ceil(len(x) / (MEL_HOP_SAMPLES * ENCODER_STRIDE)), frames // ENCODER_STRIDE)
+        return Encoded(states, speech, len(x))
+
+    def transcribe(self, audio: np.ndarray, encoded: Encoded | None = None) -> str:
+        """(n,) float32 16 kHz utterance -> its text ("" for silence).
+
+        One greedy decode (temperature 0) on the encoder states of :meth:`encode` (pass
+        ``encoded`` when the audio features need them too: the encoder then runs once).
+        Utterances longer than one window take faster-whisper's long-form path.
+        """
+        x = _check_mono(audio)
+        if len(x) == 0:
+            return ""
+        if not self.fits_window(len(x)):
+            return " ".join(s.text.strip() for s in self._segments(x, False) if s.text.strip())
+        encoded = encoded if encoded is not None else self.encode(x)
+        tok = self._tokenizer
+        result = self.model.model.generate(
+            encoded.states,
+            [list(tok.sot_sequence)],
+            beam_size=self.beam_size,
+            max_length=len(tok.sot_sequence) + min(MAX_TOKENS, int(len(x) / SAMPLE_RATE_HZ * TOKENS_PER_S) + 16),
+            return_scores=True,
+            return_no_speech_prob=True,
+            suppress_blank=True,
+            suppress_tokens=self._suppress,
+            max_initial_timestamp_index=50,
+        )[0]
+        tokens = result.sequences_ids[0]
+        # faster-whisper's silence rule: likely no speech and an unsure decode -> nothing
+        avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
+        if result.no_speech_prob > 0.6 and avg_logprob < -1.0:
+            return ""
+        return " ".join(tok.decode([t for t in tokens if t < tok.eot]).split())
 
     def transcribe_words(self, audio: np.ndarray) -> tuple[str, list[WordTiming]]:
         """Like :meth:`transcribe`, plus per-word timings (slower: needs Whisper's cross-attention alignment)."""
@@ -176,3 +307,10 @@ class Transcriber:
             for w in s.words or ()
         ]
         return text, words
+
+
+def _check_mono(audio: np.ndarray) -> np.ndarray:
+    x = np.asarray(audio)
+    if x.ndim != 1 or not np.issubdtype(x.dtype, np.floating):
+        raise ASRError(f"expected mono float audio of shape (n,) at 16 kHz, got {x.dtype} {x.shape}")
+    return np.ascontiguousarray(x, dtype=np.float32)

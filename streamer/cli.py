@@ -76,7 +76,7 @@ def build_pipeline(args):
     import dataclasses
 
     import models
-    from streamer.asr import Transcriber
+    from streamer.asr import EncodePolicy, Transcriber
     from streamer.audio import FileSource, Recorder
     from streamer.features import FeatureExtractor
     from streamer.microphone import MicrophoneSource
@@ -96,10 +96,24 @@ def build_pipeline(args):
     pipeline = ck.pipeline
     if args.text_encoder and pipeline.text is not None:
         pipeline = dataclasses.replace(pipeline, text=dataclasses.replace(pipeline.text, encoder=args.text_encoder))
-    features = FeatureExtractor(pipeline, device=args.compute_device)
+    policy = None
+    if pipeline.whisper is not None:  # transcribe under the checkpoint's encode policy: one encoder pass
+        policy = EncodePolicy(pipeline.whisper.min_window_s, pipeline.whisper.pad_s)
     transcriber = Transcriber(
-        args.asr_model, device=args.compute_device, compute_type=args.compute_type, language=args.language
+        args.asr_model,
+        device=args.compute_device,
+        compute_type=args.compute_type,
+        language=args.language,
+        policy=policy,
     )
+    features = FeatureExtractor(pipeline, device=args.compute_device, whisper_encoder=transcriber)
+    if pipeline.whisper is not None and not features.shares_encoder:
+        logging.getLogger("ser-live").warning(
+            "--asr-model %s is not the checkpoint's audio encoder (%s): the audio features take a second "
+            "Whisper encoder pass per utterance",
+            args.asr_model,
+            pipeline.whisper.encoder,
+        )
     recorder = Recorder(args.record) if args.record else None
     device = str(next(ck.model.parameters()).device)
     description = {"model": f"{ck.model.name} ({model_path.name})", "device": device, "asr": args.asr_model}

@@ -162,8 +162,15 @@ class FeatureExtractor:
     """
 
     def __init__(
-        self, pipeline: FeaturePipeline, text_encoder: TextEncoder | None = None, device: str = "auto"
+        self,
+        pipeline: FeaturePipeline,
+        text_encoder: TextEncoder | None = None,
+        device: str = "auto",
+        whisper_encoder=None,
     ) -> None:
+        """``whisper_encoder``: a :class:`streamer.asr.Transcriber` to take the Whisper
+        features from when it is the pipeline's encoder under the pipeline's policy (the
+        live ASR: one encoder pass then serves both); otherwise one is loaded here."""
         self.pipeline = pipeline
         p = pipeline
         self.opensmile = None
@@ -176,6 +183,17 @@ class FeatureExtractor:
             spec = p.text or TextPipeline()
             self.text_encoder = text_encoder or TextEncoder(spec.encoder, spec.max_tokens, device)
         self.logmel = LogMelExtractor.from_pipeline(p.frames) if p.frames is not None else None
+        self.whisper = None
+        self.shares_encoder = False
+        if p.whisper is not None:
+            from streamer.asr import EncodePolicy, Transcriber
+
+            policy = EncodePolicy(p.whisper.min_window_s, p.whisper.pad_s)
+            if whisper_encoder is not None and encoder_matches(whisper_encoder, p.whisper):
+                self.whisper, self.shares_encoder = whisper_encoder, True
+            else:
+                self.whisper = Transcriber(p.whisper.encoder, device=device, policy=policy)
+                log.info("the audio features' Whisper encoder (%s) runs apart from the ASR model", p.whisper.encoder)
         self.check_compatible()
 
     def check_compatible(self) -> None:
@@ -186,11 +204,22 @@ class FeatureExtractor:
                 f"the pipeline's audio scaler has {len(p.audio.mean)} features but {p.audio.feature_set} gives "
                 f"{self.opensmile.dim}: fit it with fit_audio_pipeline on features from this openSMILE"
             )
+        if self.whisper is not None:
+            d = self.whisper_dim()
+            if d != p.whisper.dim:
+                raise FeatureError(
+                    f"the checkpoint expects {p.whisper.dim}-d Whisper features from {p.whisper.encoder!r} but that "
+                    f"encoder gives {d}-d: pass the Whisper model it was trained with"
+                )
         if p.text is not None and self.text_encoder is not None and self.text_encoder.dim != p.text.dim:
             raise FeatureError(
                 f"the checkpoint expects {p.text.dim}-d text vectors from {p.text.encoder!r} but the text encoder "
                 f"{self.text_encoder.name!r} gives {self.text_encoder.dim}-d: pass the encoder it was trained with"
             )
+
+    def whisper_dim(self) -> int:
+        """Pooled Whisper feature width (mean and std of the encoder's states)."""
+        return 2 * int(self.whisper.encode(np.zeros(1600, np.float32)).speech_states().shape[1])
 
     def audio_part(self, audio: np.ndarray) -> tuple[dict[str, Any], dict[str, float]]:
         """The features that need only the audio (openSMILE, log-mel frames) -> (inputs, ms per stage).
@@ -218,14 +247,28 @@ class FeatureExtractor:
         speaker: int | None = None,
         commonsense: np.ndarray | None = None,
         audio_part: tuple[dict[str, Any], dict[str, float]] | None = None,
+        encoded=None,
+        norm_key: str | None = None,
     ) -> tuple[dict[str, Any], dict[str, float]]:
         """One utterance (16 kHz mono float audio, transcript) -> (model inputs, ms per stage).
 
-        ``audio_part`` is :meth:`audio_part` of the same audio when it was computed already.
+        ``audio_part`` is :meth:`audio_part` of the same audio when it was computed already;
+        ``encoded`` the ASR's :class:`streamer.asr.Encoded` of it, used for the Whisper
+        features when the encoders are shared. ``norm_key`` names the speaker for the
+        per-speaker normalisation (``None``: the session).
         """
         p = self.pipeline
         feats, timing = audio_part if audio_part is not None else self.audio_part(audio)
         feats, timing = dict(feats), dict(timing)
+        if self.whisper is not None:
+            t0 = time.perf_counter()
+            if encoded is None or not self.shares_encoder:
+                encoded = self.whisper.encode(check_audio(audio))
+                timing["whisper_features"] = (time.perf_counter() - t0) * 1000
+            vec = torch.from_numpy(encoded.pooled())
+            feats["audio"] = torch.cat([feats["audio"], vec]) if "audio" in feats else vec
+        if p.speaker_norm is not None:
+            feats["norm_key"] = norm_key
         if self.text_encoder is not None:
             t0 = time.perf_counter()
             states = self.text_encoder.encode_tokens([text])[0]
@@ -243,3 +286,12 @@ class FeatureExtractor:
         if speaker is not None:
             feats["speaker"] = int(speaker)
         return feats, timing
+
+
+def encoder_matches(transcriber, whisper) -> bool:
+    """Whether an ASR :class:`~streamer.asr.Transcriber` computes exactly the states a
+    :class:`~models.pipeline.WhisperPipeline` was trained on (same model, same window policy)."""
+    from streamer.asr import EncodePolicy
+
+    names = {whisper.encoder, str(whisper.encoder)}
+    return transcriber.name in names and transcriber.policy == EncodePolicy(whisper.min_window_s, whisper.pad_s)

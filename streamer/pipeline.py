@@ -67,7 +67,11 @@ class UtteranceProcessor:
         self.checkpoint = checkpoint
         self.features = features
         self.transcriber = transcriber
-        self.classifier = StreamingClassifier(checkpoint.model, checkpoint.temperature)
+        self.classifier = StreamingClassifier(
+            checkpoint.model, checkpoint.temperature, speaker_norm=checkpoint.pipeline.speaker_norm
+        )
+        #: One Whisper encoder pass serves transcription and the audio features.
+        self.shared_encoder = transcriber is not None and bool(getattr(features, "shares_encoder", False))
         self.labels = checkpoint.labels
         self.count = 0
 
@@ -86,12 +90,19 @@ class UtteranceProcessor:
         ahead = audio_pool.submit(self.features.audio_part, utt.audio) if audio_pool is not None else None
         try:
             t = time.perf_counter()
-            text = self.transcriber.transcribe(utt.audio) if self.transcriber is not None else ""
+            encoded = None
+            if self.shared_encoder:
+                encoded = self.transcriber.encode(utt.audio)
+                text = self.transcriber.transcribe(utt.audio, encoded)
+            else:
+                text = self.transcriber.transcribe(utt.audio) if self.transcriber is not None else ""
             latency["asr"] = (time.perf_counter() - t) * 1000
             speaker = utt.speaker
             speaker_id = SPEAKER_NAMES.index(speaker) if speaker and speaker in SPEAKER_NAMES else 0
             audio_part = ahead.result() if ahead is not None else None
-            feats, stage_ms = self.features.utterance(utt.audio, text, speaker=speaker_id, audio_part=audio_part)
+            feats, stage_ms = self.features.utterance(
+                utt.audio, text, speaker=speaker_id, audio_part=audio_part, encoded=encoded, norm_key=speaker
+            )
             latency.update(stage_ms)
             for name, value in feats.items():
                 if hasattr(value, "isfinite") and not bool(value.isfinite().all()):

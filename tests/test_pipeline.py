@@ -47,7 +47,7 @@ class FakeFeatures:
         x = np.array([np.log(np.mean(audio**2) + 1e-9), len(audio) / 16000, audio.std(), np.abs(audio).max()])
         return {"text": torch.tensor(x, dtype=torch.float32)}, {"opensmile": 0.1}
 
-    def utterance(self, audio, text, speaker=None, audio_part=None):
+    def utterance(self, audio, text, speaker=None, audio_part=None, encoded=None, norm_key=None):
         feats, ms = audio_part if audio_part is not None else self.audio_part(audio)
         return {**feats, "speaker": speaker or 0}, {**ms, "text": 0.1}
 

@@ -49,6 +49,12 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=1, help="parallel openSMILE workers")
     p.add_argument("--cache-dir", type=Path, default=Path(".cache/features"))
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--whole-clips",
+        action="store_true",
+        help="features of whole clips with their silences, not the segmenter's cut the live tracker analyses",
+    )
+    p.add_argument("--whisper-window-s", type=float, default=15.0, help="Whisper encode policy: minimum window")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--splits", nargs="+", default=None)
     ex.add_argument("--frames", action="store_true")
     ex.add_argument("--tokens", action="store_true")
+    ex.add_argument("--whisper", action="store_true", help="pooled Whisper encoder states too")
+    ex.add_argument("--no-opensmile", action="store_true", help="skip the openSMILE functionals")
 
     tr = sub.add_parser("train", help="train (and evaluate) a model")
     _common(tr)
@@ -82,6 +90,19 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--text-dropout", type=float, default=0.0, help="modality dropout: P(hide text)")
     tr.add_argument("--audio-features", type=int, default=512, help="openSMILE features kept by the SVM selector")
     tr.add_argument("--device", default="auto")
+    tr.add_argument(
+        "--audio-kind",
+        default="opensmile",
+        choices=("opensmile", "whisper", "both"),
+        help="the audio vector's features",
+    )
+    tr.add_argument(
+        "--speaker-norm",
+        default="none",
+        choices=("none", "speaker", "session", "mixed"),
+        help="causal per-speaker normalisation of the audio vector (mixed: per speaker or per session)",
+    )
+    tr.add_argument("--norm-prior-weight", type=float, default=4.0, help="utterances' worth of trust in the prior")
 
     ev = sub.add_parser("evaluate", help="score a checkpoint on a dataset split")
     _common(ev)
@@ -105,6 +126,14 @@ def build_parser() -> argparse.ArgumentParser:
     mr.add_argument("--limit", type=int, default=10)
     mr.add_argument("--out", type=Path, required=True)
 
+    lv = sub.add_parser("lvo", help="leave-voices-out end-to-end evaluation on rendered held-out conversations")
+    lv.add_argument("--out", type=Path, required=True, help="folder for the rendered recordings and results")
+    lv.add_argument("--model", type=Path, default=None, help="checkpoint (default: the bundled model)")
+    lv.add_argument("--sets", nargs="+", default=None, help="which sets (default: all)")
+    lv.add_argument("--dialogues", type=int, default=8, help="recordings per set")
+    lv.add_argument("--asr-model", default="tiny.en")
+    lv.add_argument("--data-root", default=None)
+
     cp = sub.add_parser("compare", help="markdown table over runs (mean ± std across seeds)")
     cp.add_argument("runs", nargs="+", type=Path)
     cp.add_argument("--split", default="validation")
@@ -119,6 +148,10 @@ def _extract_config(args) -> ExtractConfig:
         progress=not args.quiet,
         frames=getattr(args, "frames", False),
         tokens=getattr(args, "tokens", False),
+        whisper=getattr(args, "whisper", False),
+        audio=not getattr(args, "no_opensmile", False),
+        live_cut=not args.whole_clips,
+        whisper_min_window_s=args.whisper_window_s,
     )
 
 
@@ -168,6 +201,9 @@ def cmd_train(args) -> int:
             ),
             extract=_extract_config(args),
             audio_features=args.audio_features,
+            audio_kind=args.audio_kind,
+            speaker_norm=args.speaker_norm,
+            norm_prior_weight=args.norm_prior_weight,
             runs_dir=args.runs_dir,
         )
         m = run(cfg)
@@ -232,6 +268,21 @@ def cmd_make_recordings(args) -> int:
     return 0
 
 
+def cmd_lvo(args) -> int:
+    from training.lvo import LVO_SETS, evaluate_sets, table
+
+    if args.dialogues < 1:
+        raise ValueError(f"--dialogues must be at least 1, got {args.dialogues}")
+    results = evaluate_sets(
+        args.out, args.model, args.sets or list(LVO_SETS), args.dialogues, args.asr_model, args.data_root
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    name = args.model.parent.name if args.model is not None else "bundled"
+    (args.out / f"results-{name}.json").write_text(json.dumps(results, indent=2))
+    print(table(results))
+    return 0
+
+
 def cmd_compare(args) -> int:
     print(compare_table(args.runs, args.split))
     return 0
@@ -270,6 +321,7 @@ COMMANDS = {
     "e2e": cmd_e2e,
     "make-recordings": cmd_make_recordings,
     "compare": cmd_compare,
+    "lvo": cmd_lvo,
 }
 
 

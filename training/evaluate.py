@@ -38,6 +38,16 @@ def evaluate_checkpoint(
     extract = dataclasses.replace(
         extract,
         audio=p.audio is not None,
+        whisper=p.whisper is not None,
+        **(
+            {
+                "whisper_encoder": p.whisper.encoder,
+                "whisper_min_window_s": p.whisper.min_window_s,
+                "whisper_pad_s": p.whisper.pad_s,
+            }
+            if p.whisper is not None
+            else {}
+        ),
         frames=p.frames is not None,
         tokens=p.tokens,
         text_encoder=p.text.encoder if p.text is not None else extract.text_encoder,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import random
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -33,8 +34,14 @@ SPLIT_ROLES = {
     "iemocap": ("train", "validation", "test"),
     "paired": ("train", "validation", "test"),
     "voice-chains": ("train", "validation", "test"),
+    "tts-words": ("train", "validation", "test"),
+    "mixed": ("train", "validation", "test"),
     "manifest": ("train", "validation", "test"),
 }
+
+
+AUDIO_KINDS = ("opensmile", "whisper", "both")
+NORM_MODES = ("none", "speaker", "session", "mixed")
 
 
 @dataclass(frozen=True)
@@ -49,8 +56,20 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     extract: ExtractConfig = field(default_factory=ExtractConfig)
     audio_features: int = 512
+    #: Which audio features the model's audio vector holds: opensmile (the paper's), whisper or both.
+    audio_kind: str = "opensmile"
+    #: Causal speaker normalisation of the audio vector: none, speaker (per speaker), session
+    #: (one statistic per dialogue, as a mono live session) or mixed (half the dialogues each).
+    speaker_norm: str = "none"
+    norm_prior_weight: float = 4.0
     runs_dir: Path = Path("runs")
     splits: tuple[str | None, str | None, str | None] | None = None
+
+    def __post_init__(self) -> None:
+        if self.audio_kind not in AUDIO_KINDS:
+            raise ValueError(f"--audio-kind must be one of {', '.join(AUDIO_KINDS)}, got {self.audio_kind!r}")
+        if self.speaker_norm not in NORM_MODES:
+            raise ValueError(f"--speaker-norm must be one of {', '.join(NORM_MODES)}, got {self.speaker_norm!r}")
 
 
 def git_commit() -> str:
@@ -61,23 +80,59 @@ def git_commit() -> str:
         return "unknown"
 
 
-def to_dialogues(
-    split: DatasetSplit, feats: SplitFeatures, pipeline: FeaturePipeline, labels: list[str], max_speakers: int = 8
-) -> list[FeatureDialogue]:
-    """Per-utterance model inputs (the fitted audio pipeline applied) grouped by dialogue."""
-    audio = None
+def raw_audio_vectors(feats: SplitFeatures, pipeline: FeaturePipeline) -> np.ndarray | None:
+    """(n, audio_dim) model audio vectors before speaker normalisation (openSMILE transformed, Whisper pooled)."""
+    parts = []
     if pipeline.audio is not None and feats.audio is not None:
-        audio = pipeline.audio.transform(np.nan_to_num(feats.audio))
+        parts.append(pipeline.audio.transform(np.nan_to_num(feats.audio)))
+    if pipeline.whisper is not None and feats.whisper is not None:
+        parts.append(np.nan_to_num(feats.whisper))
+    return np.concatenate(parts, axis=1).astype(np.float32) if parts else None
+
+
+def norm_keys(dialogue_id: str, speakers: list[str], mode: str, seed: int = 0) -> list[str | None]:
+    """The normalisation key of each utterance: its speaker, or None (the session) — per ``mode``;
+    ``mixed`` picks one of the two per dialogue from a seeded hash, so the model serves both
+    a stereo session (a channel per speaker) and a mono one (the whole session)."""
+    if mode == "mixed":
+        mode = "speaker" if random.Random(f"norm:{seed}:{dialogue_id}").random() < 0.5 else "session"
+    return list(speakers) if mode == "speaker" else [None] * len(speakers)
+
+
+def to_dialogues(
+    split: DatasetSplit,
+    feats: SplitFeatures,
+    pipeline: FeaturePipeline,
+    labels: list[str],
+    max_speakers: int = 8,
+    norm_mode: str = "session",
+    seed: int = 0,
+) -> list[FeatureDialogue]:
+    """Per-utterance model inputs (the fitted audio pipeline applied) grouped by dialogue.
+
+    With speaker normalisation each dialogue's audio vectors go through a fresh
+    :class:`~models.normalize.SpeakerNormalizer` in turn order, exactly as the live
+    :class:`~models.streaming.StreamingClassifier` applies it (streaming equals batch).
+    """
+    from models.normalize import SpeakerNormalizer
+
+    audio = raw_audio_vectors(feats, pipeline)
+    dim = pipeline.audio_dim
     out, i = [], 0
     index = {label: k for k, label in enumerate(labels)}
     for d in split.dialogues:
         speakers = {s: k for k, s in enumerate(d.speakers)}
+        norm = SpeakerNormalizer(pipeline.speaker_norm) if pipeline.speaker_norm is not None else None
+        keys = norm_keys(d.id, [u.speaker for u in d.utterances], norm_mode, seed)
         utts, ys = [], []
-        for u in d.utterances:
+        for u, key in zip(d.utterances, keys):
             item: dict[str, Any] = {"speaker": min(speakers[u.speaker], max_speakers - 1)}
-            if pipeline.audio is not None:
-                ok = bool(feats.audio_ok[i])
-                item["audio"] = torch.from_numpy(audio[i] if ok else np.zeros(pipeline.audio.dim, np.float32))
+            if pipeline.has_audio_vector:
+                ok = bool(feats.audio_ok[i]) and audio is not None
+                vec = audio[i] if ok else np.zeros(dim, np.float32)
+                if ok and norm is not None:
+                    vec = norm.push(key, vec)
+                item["audio"] = torch.from_numpy(vec)
                 item["audio_present"] = ok
             if pipeline.text is not None:
                 item["text"] = torch.from_numpy(feats.text[i])
@@ -98,7 +153,7 @@ def build_pipeline(cfg: RunConfig, train_feats: SplitFeatures, train_labels: np.
     from training.extract import text_encoder
 
     audio = None
-    if "audio" in needs:
+    if "audio" in needs and cfg.audio_kind in ("opensmile", "both"):
         ok = train_feats.audio_ok & (train_labels >= 0)
         if ok.sum() < 2:
             raise ValueError(
@@ -116,14 +171,29 @@ def build_pipeline(cfg: RunConfig, train_feats: SplitFeatures, train_labels: np.
     if "text" in needs or "tokens" in needs:
         enc = text_encoder(cfg.extract.text_encoder)
         text = TextPipeline(encoder=enc.name, dim=enc.dim, max_tokens=enc.max_tokens)
-    from models.pipeline import FramePipeline
+    from models.pipeline import FramePipeline, WhisperPipeline
 
-    return FeaturePipeline(
+    whisper = None
+    if "audio" in needs and cfg.audio_kind in ("whisper", "both"):
+        e = cfg.extract
+        whisper = WhisperPipeline(
+            e.whisper_encoder, e.whisper_min_window_s, e.whisper_pad_s, dim=int(train_feats.whisper.shape[1])
+        )
+    pipeline = FeaturePipeline(
         audio=audio,
         text=text if "text" in needs else None,
         frames=FramePipeline() if "frames" in needs else None,
         tokens="tokens" in needs,
+        whisper=whisper,
     )
+    if pipeline.has_audio_vector and cfg.speaker_norm != "none":
+        from models.normalize import fit_prior
+
+        raw = raw_audio_vectors(train_feats, pipeline)
+        ok = train_feats.audio_ok & (train_labels >= 0)
+        distinct = np.unique(raw[ok], axis=0)  # paired data reuse clips: each clip once
+        pipeline = dataclasses.replace(pipeline, speaker_norm=fit_prior(distinct, cfg.norm_prior_weight))
+    return pipeline
 
 
 def model_inputs(name: str, options: dict[str, Any]) -> tuple[str, ...]:
@@ -148,7 +218,11 @@ def run(cfg: RunConfig) -> dict:
     roles = cfg.splits or SPLIT_ROLES.get(cfg.dataset, ("train", "validation", "test"))
     needs = model_inputs(cfg.model, cfg.model_options)
     extract = dataclasses.replace(
-        cfg.extract, audio="audio" in needs, frames="frames" in needs, tokens="tokens" in needs
+        cfg.extract,
+        audio="audio" in needs and cfg.audio_kind in ("opensmile", "both"),
+        whisper="audio" in needs and cfg.audio_kind in ("whisper", "both"),
+        frames="frames" in needs,
+        tokens="tokens" in needs,
     )
     opts = dataset_options(cfg.dataset, cfg.dataset_options, needs)
     splits = {}
@@ -160,7 +234,7 @@ def run(cfg: RunConfig) -> dict:
     y_train = np.array([labels.index(u.label) if u.label in labels else -1 for u in splits["train"].utterances()])
     pipeline = build_pipeline(cfg, feats["train"], y_train, needs)
     dims = {
-        "audio_dim": pipeline.audio.dim if pipeline.audio else None,
+        "audio_dim": pipeline.audio_dim or None,
         "text_dim": pipeline.text.dim if pipeline.text else None,
     }
     model_cls, config_cls = models.lookup(cfg.model)
@@ -175,7 +249,17 @@ def run(cfg: RunConfig) -> dict:
         options["num_classes"] = len(labels)
     torch.manual_seed(cfg.train.seed)  # the seed decides the initial weights too
     model = models.build(cfg.model, context=cfg.context, **options)
-    data = {role: to_dialogues(splits[role], feats[role], pipeline, labels) for role in splits}
+    data = {
+        role: to_dialogues(
+            splits[role],
+            feats[role],
+            pipeline,
+            labels,
+            norm_mode="session" if cfg.speaker_norm == "none" else cfg.speaker_norm,
+            seed=cfg.train.seed,
+        )
+        for role in splits
+    }
     result = train(model, data["train"], data["val"], cfg.train)
     device = next(model.parameters()).device
     val_logits, val_y = predict(model, data["val"], cfg.train.batch_size, device)
@@ -201,6 +285,8 @@ def run(cfg: RunConfig) -> dict:
         "git_commit": git_commit(),
         "validation_weighted_f1": metrics["validation"]["weighted_f1"],
         "best_epoch": result.best_epoch,
+        "audio_kind": cfg.audio_kind,
+        "speaker_norm": cfg.speaker_norm,
         "data_reports": {role: s.report.to_dict() for role, s in splits.items()},
     }
     if _is_main():

@@ -41,6 +41,14 @@ class ExtractConfig:
     workers: int = 1
     asr_model: str | None = None  # fills missing transcripts; None: bundled tiny.en
     progress: bool = True
+    #: Train as you serve: features of the segmenter's cut of each clip (streamer.segmenter.live_cut),
+    #: not of the whole clip with its silences.
+    live_cut: bool = True
+    #: Pooled Whisper encoder states (mean + std over the speech frames), under this encode policy.
+    whisper: bool = False
+    whisper_encoder: str = "tiny.en"
+    whisper_min_window_s: float = 15.0
+    whisper_pad_s: float = 1.0
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -59,6 +67,7 @@ class SplitFeatures:
     frames: list[np.ndarray] | None = None
     tokens: list[np.ndarray] | None = None
     failures: list[tuple[str, str]] = field(default_factory=list)
+    whisper: np.ndarray | None = None  # (n, 2 D) pooled encoder states; rows of NaN where audio is missing
 
 
 class FeatureStore:
@@ -133,14 +142,22 @@ def _setting_id(**settings) -> str:
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
 
-def _opensmile_job(args: tuple[str, float | None, float | None, str]) -> tuple[np.ndarray | None, str]:
-    """Worker: decode one segment and compute its functionals (module-level so it pickles)."""
+def load_utterance_audio(path, start_s: float | None, end_s: float | None, live_cut: bool) -> np.ndarray:
+    """A training utterance's audio as the live tracker would analyse it (see ExtractConfig.live_cut)."""
     from streamer.audio import load_audio
+    from streamer.segmenter import live_cut as cut
+
+    audio = load_audio(path, start_s=start_s, end_s=end_s)
+    return cut(audio) if live_cut else audio
+
+
+def _opensmile_job(args: tuple[str, float | None, float | None, str, bool]) -> tuple[np.ndarray | None, str]:
+    """Worker: decode one segment and compute its functionals (module-level so it pickles)."""
     from streamer.features import OpenSmileExtractor
 
-    path, start, end, feature_set = args
+    path, start, end, feature_set, cut = args
     try:
-        audio = load_audio(path, start_s=start, end_s=end)
+        audio = load_utterance_audio(path, start, end, cut)
         if feature_set not in _EXTRACTORS:  # one extractor per worker process
             _EXTRACTORS[feature_set] = OpenSmileExtractor(feature_set)
         return _EXTRACTORS[feature_set](audio), ""
@@ -160,14 +177,16 @@ def extract_split(split: DatasetSplit, cfg: ExtractConfig) -> SplitFeatures:
     name = f"{split.dataset}-{split.name}"
     failures: list[tuple[str, str]] = []
 
-    texts = _transcripts(utts, cfg, root / f"asr-{_setting_id(model=cfg.asr_model)}" / f"{name}.npz")
+    asr_id = _setting_id(model=cfg.asr_model, cut=cfg.live_cut, policy=_policy(cfg))
+    texts = _transcripts(utts, cfg, root / f"asr-{asr_id}" / f"{name}.npz")
     texts = [normalize_text(t) for t in texts]
 
     # --- openSMILE functionals
     audio_ok = np.array([cfg.audio and u.audio_path is not None for u in utts], dtype=bool)
     audio = None
     if audio_ok.any():
-        store = FeatureStore(root / f"opensmile-{_setting_id(fs=cfg.feature_set)}" / f"{name}.npz")
+        sid = _setting_id(fs=cfg.feature_set, **({"cut": True} if cfg.live_cut else {}))
+        store = FeatureStore(root / f"opensmile-{sid}" / f"{name}.npz")
         keys = [audio_key(u) if ok else "" for u, ok in zip(utts, audio_ok)]
         todo = [i for i, k in enumerate(keys) if k and k not in store]
         # the same clip can serve several utterances (paired data): extract each key once
@@ -175,7 +194,9 @@ def extract_split(split: DatasetSplit, cfg: ExtractConfig) -> SplitFeatures:
         for i in todo:
             first.setdefault(keys[i], i)
         unique = list(first.values())
-        jobs = [(str(utts[i].audio_path), utts[i].start_s, utts[i].end_s, cfg.feature_set) for i in unique]
+        jobs = [
+            (str(utts[i].audio_path), utts[i].start_s, utts[i].end_s, cfg.feature_set, cfg.live_cut) for i in unique
+        ]
         bad: dict[str, str] = {}
         for i, (vec, err) in zip(unique, _run_jobs(jobs, cfg, f"openSMILE {name}", store)):
             if vec is None:
@@ -195,6 +216,8 @@ def extract_split(split: DatasetSplit, cfg: ExtractConfig) -> SplitFeatures:
                 audio[i] = store[k]
             else:
                 audio_ok[i] = False
+
+    whisper = _whisper(utts, audio_ok if audio is not None else None, cfg, root, name, split, failures)
 
     # --- text vectors (and token states for MCFN)
     encoder = text_encoder(cfg.text_encoder)
@@ -223,7 +246,55 @@ def extract_split(split: DatasetSplit, cfg: ExtractConfig) -> SplitFeatures:
     frames = None
     if cfg.frames:
         frames = _frames(utts, audio_ok, root / "logmel-default" / f"{name}.npz")
-    return SplitFeatures([u.key for u in utts], audio, audio_ok, text, texts, frames, tokens, failures)
+    if whisper is not None:
+        audio_ok = audio_ok & np.isfinite(whisper).all(axis=1) if audio is not None else np.isfinite(whisper).all(1)
+    return SplitFeatures([u.key for u in utts], audio, audio_ok, text, texts, frames, tokens, failures, whisper)
+
+
+def _policy(cfg: ExtractConfig):
+    from streamer.asr import EncodePolicy
+
+    return EncodePolicy(cfg.whisper_min_window_s, cfg.whisper_pad_s)
+
+
+@functools.lru_cache(maxsize=2)
+def whisper_model(name: str, min_window_s: float, pad_s: float):
+    """One loaded Whisper per (model, policy) for the whole run; on the CPU like the live default."""
+    from streamer.asr import EncodePolicy, Transcriber
+
+    return Transcriber(name, policy=EncodePolicy(min_window_s, pad_s))
+
+
+def _whisper(utts, ok, cfg: ExtractConfig, root: Path, name: str, split, failures) -> np.ndarray | None:
+    """Pooled Whisper encoder states of every utterance with audio (cached by audio content)."""
+    if not cfg.whisper:
+        return None
+    policy = _policy(cfg)
+    sid = _setting_id(enc=cfg.whisper_encoder, policy=policy, cut=cfg.live_cut, pool="mean_std")
+    store = FeatureStore(root / f"whisper-{sid}" / f"{name}.npz")
+    has = [u.audio_path is not None and (ok is None or ok[i]) for i, u in enumerate(utts)]
+    keys = [audio_key(u) if h else "" for u, h in zip(utts, has)]
+    todo = list(dict.fromkeys(k for k in keys if k and k not in store))
+    first = {k: i for i, k in reversed(list(enumerate(keys))) if k}
+    model = whisper_model(cfg.whisper_encoder, policy.min_window_s, policy.pad_s) if todo else None
+    for n, k in enumerate(tqdm(todo, desc=f"whisper {name}", disable=not cfg.progress or not todo), 1):
+        u = utts[first[k]]
+        try:
+            audio = load_utterance_audio(u.audio_path, u.start_s, u.end_s, cfg.live_cut)
+            store.put(k, model.encode(audio).pooled())
+        except Exception as exc:  # one bad file must not stop the run; it is reported
+            err = " ".join(str(exc).split())[:200]
+            failures.append((u.source or str(u.audio_path), err))
+            split.report_unreadable(u, err)
+        if n % 200 == 0:
+            store.save()
+    store.save()
+    dim = next((store[k].shape[0] for k in keys if k and k in store), 768)
+    out = np.full((len(utts), dim), np.nan, np.float32)
+    for i, k in enumerate(keys):
+        if k and k in store:
+            out[i] = store[k]
+    return out
 
 
 @functools.lru_cache(maxsize=2)
@@ -277,9 +348,6 @@ def _transcripts(utts: list[Utterance], cfg: ExtractConfig, path: Path) -> list[
     texts = [u.text or "" for u in utts]
     if not need:
         return texts
-    from streamer.asr import Transcriber
-    from streamer.audio import load_audio
-
     store_path = path.with_suffix(".json")
     cache: dict[str, str] = json.loads(store_path.read_text()) if store_path.is_file() else {}
     transcriber = None
@@ -287,8 +355,9 @@ def _transcripts(utts: list[Utterance], cfg: ExtractConfig, path: Path) -> list[
         u = utts[i]
         k = audio_key(u)
         if k not in cache:
-            transcriber = transcriber or Transcriber(cfg.asr_model or "tiny.en")
-            cache[k] = transcriber.transcribe(load_audio(u.audio_path, start_s=u.start_s, end_s=u.end_s))
+            policy = _policy(cfg)
+            transcriber = transcriber or whisper_model(cfg.asr_model or "tiny.en", policy.min_window_s, policy.pad_s)
+            cache[k] = transcriber.transcribe(load_utterance_audio(u.audio_path, u.start_s, u.end_s, cfg.live_cut))
         texts[i] = cache[k]
     store_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = store_path.with_name(f"{store_path.name}.{os.getpid()}.tmp")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from training.data import iemocap, manifest, meld, shared
+from training.data import iemocap, manifest, meld, mixed, shared
 from training.data.records import MELD_LABELS, DatasetSplit, Dialogue, Utterance, normalise_text, probe_audio
 from training.data.report import DataError, LoadReport, Problem
 
@@ -99,6 +99,24 @@ DATASETS: dict[str, DatasetLoader] = {
         shared.DEFAULT_ROOT,
         "chains of acted clips from one or two voices; only the voice carries the emotion",
         "the shared data folder holding acted_speech.csv",
+    ),
+    "tts-words": DatasetLoader(
+        "tts-words",
+        mixed.load_tts_words,
+        mixed.TtsWordsOptions,
+        shared.SHARED_SPLITS,
+        shared.DEFAULT_ROOT,
+        "real MELD dialogues read by synthetic voices (espeak-ng, flite, festival); only the words carry the emotion",
+        "the shared data folder holding meld/",
+    ),
+    "mixed": DatasetLoader(
+        "mixed",
+        mixed.load_mixed,
+        mixed.MixedOptions,
+        shared.SHARED_SPLITS,
+        shared.DEFAULT_ROOT,
+        "paired + words-only (synthetic voices) + voice-only (neutral words) dialogues",
+        "the shared data folder holding meld/ and acted_speech.csv",
     ),
 }
 

@@ -326,22 +326,28 @@ def _meld_text(split: str, folder: str, mtime: float) -> DatasetSplit:
     return load_meld(split, Path(folder), MeldOptions(audio=False))
 
 
-def load_paired(split: str, root: Path | str = DEFAULT_ROOT, options: PairedOptions | None = None) -> DatasetSplit:
-    """MELD dialogues voiced by real emotional speech clips of the same label (see module docstring)."""
-    options = options or PairedOptions()
-    require_split("paired", split, SHARED_SPLITS)
-    root = Path(root)
+def meld_dialogues(
+    split: str, root: Path, seed: int = 0, validation_fraction: float = 0.1
+) -> tuple[DatasetSplit, list[Dialogue]]:
+    """MELD's dialogues for a shared split: ``train``/``validation`` are a seeded partition of
+    MELD train's dialogues (``validation_fraction`` of them held out), ``test`` is MELD dev."""
     meld_split = "dev" if split == "test" else "train"
     meld = _meld_text(meld_split, os.path.abspath(root / "meld"), _mtime(root / "meld" / f"{meld_split}_sent_emo.csv"))
     dialogues = list(meld.dialogues)
     if split != "test":
         ids = sorted(d.id for d in dialogues)
-        held = set(
-            random.Random(f"paired-validation:{options.seed}").sample(
-                ids, round(len(ids) * options.validation_fraction)
-            )
-        )
+        held = set(random.Random(f"paired-validation:{seed}").sample(ids, round(len(ids) * validation_fraction)))
         dialogues = [d for d in dialogues if (d.id in held) == (split == "validation")]
+    return meld, dialogues
+
+
+def load_paired(split: str, root: Path | str = DEFAULT_ROOT, options: PairedOptions | None = None) -> DatasetSplit:
+    """MELD dialogues voiced by real emotional speech clips of the same label (see module docstring)."""
+    options = options or PairedOptions()
+    require_split("paired", split, SHARED_SPLITS)
+    root = Path(root)
+    meld, dialogues = meld_dialogues(split, root, options.seed, options.validation_fraction)
+    meld_split = meld.name
     dialogues = dialogues[: options.max_dialogues]
 
     report = LoadReport("paired", split, source=f"{root / 'meld'} + {root / 'acted_speech.csv'}")

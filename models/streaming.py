@@ -34,6 +34,7 @@ class StreamingClassifier:
         temperature: float = 1.0,
         max_history: int = 512,
         speaker_norm: SpeakerNormPipeline | None = None,
+        channel_temperatures: dict[str, float] | None = None,
     ) -> None:
         if not temperature > 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
@@ -48,6 +49,9 @@ class StreamingClassifier:
             size = max_history
         self._history: deque[dict[str, Any]] = deque(maxlen=size)
         self.normalizer = SpeakerNormalizer(speaker_norm) if speaker_norm is not None else None
+        #: Temperature of each channel's own answer (fitted on validation with the other channel withheld).
+        self.channel_temperatures = dict(channel_temperatures or {})
+        self.last_channels: dict[str, Tensor] = {}
 
     @property
     def device(self) -> torch.device:
@@ -62,12 +66,14 @@ class StreamingClassifier:
             self.normalizer.reset()
 
     @torch.inference_mode()
-    def push(self, utterance: dict[str, Any]) -> Tensor:
+    def push(self, utterance: dict[str, Any], per_channel: bool = False) -> Tensor:
         """Features of one utterance (see :func:`models.batch.collate`) -> probabilities (C,).
 
         With speaker normalisation the raw ``audio`` vector is standardised by the running
         statistics of the utterance's ``norm_key`` (speaker) first; the statistics count it
         only once the model has run, so a failed utterance leaves no trace there either.
+        With ``per_channel`` each channel's own answer for this utterance (the other one
+        withheld, the history as it is) is left in :attr:`last_channels`.
         """
         key = utterance.get(NORM_KEY)
         utterance = {k: v for k, v in utterance.items() if k != NORM_KEY}
@@ -76,12 +82,35 @@ class StreamingClassifier:
             raw_audio = np.asarray(utterance["audio"], np.float32)
             utterance["audio"] = torch.from_numpy(self.normalizer.peek(key, raw_audio))
         window = [*self._history, utterance][-self._history.maxlen :]
-        batch = collate([window]).to(self.device)
-        self.model.check_inputs(batch)
-        # The history already is the window: run the context forward on it directly.
-        logits = self.model.forward_context(batch.masked()).logits[0, -1]
-        probs = torch.softmax(logits.float() / self.temperature, dim=-1).cpu()
+        probs = self._probs(window, self.temperature)
+        self.last_channels = self._channels(window) if per_channel else {}
         self._history.append(utterance)  # only once it worked: a bad utterance leaves no trace
         if raw_audio is not None:
             self.normalizer.commit(key, raw_audio)
         return probs
+
+    def _probs(self, window: list[dict[str, Any]], temperature: float) -> Tensor:
+        batch = collate([window]).to(self.device)
+        self.model.check_inputs(batch)
+        # The history already is the window: run the context forward on it directly.
+        logits = self.model.forward_context(batch.masked()).logits[0, -1]
+        return torch.softmax(logits.float() / temperature, dim=-1).cpu()
+
+    def _channels(self, window: list[dict[str, Any]]) -> dict[str, Tensor]:
+        """Probabilities from each channel of the newest utterance alone (bimodal models only)."""
+        last = window[-1]
+        if not all(name in last and name in self.model.inputs for name in ("audio", "text")):
+            return {}
+        flagged = [
+            {**u, "audio_present": u.get("audio_present", True), "text_present": u.get("text_present", True)}
+            for u in window
+        ]
+        out = {}
+        for keep, hide in (("audio", "text"), ("text", "audio")):
+            if not flagged[-1][f"{keep}_present"]:
+                continue
+            only = dict(flagged[-1])
+            only[hide] = torch.zeros_like(torch.as_tensor(only[hide]))
+            only[f"{hide}_present"] = False
+            out[keep] = self._probs([*flagged[:-1], only], self.channel_temperatures.get(keep, self.temperature))
+        return out

@@ -28,6 +28,10 @@ class UtteranceEvent:
     #: from the moment the segmenter decided the utterance had ended.
     latency_ms: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+    #: What each channel says on its own (the model with the other one withheld):
+    #: ``{"audio": {"label": ..., "confidence": ...}, "text": {...}}``, so a user sees which
+    #: channel decided; empty for single-channel models and failed utterances.
+    channels: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -68,7 +68,10 @@ class UtteranceProcessor:
         self.features = features
         self.transcriber = transcriber
         self.classifier = StreamingClassifier(
-            checkpoint.model, checkpoint.temperature, speaker_norm=checkpoint.pipeline.speaker_norm
+            checkpoint.model,
+            checkpoint.temperature,
+            speaker_norm=checkpoint.pipeline.speaker_norm,
+            channel_temperatures=checkpoint.meta.get("channel_temperatures"),
         )
         #: One Whisper encoder pass serves transcription and the audio features.
         self.shared_encoder = transcriber is not None and bool(getattr(features, "shares_encoder", False))
@@ -126,7 +129,7 @@ class UtteranceProcessor:
         if error is None:
             try:
                 t = time.perf_counter()
-                probs = self.classifier.push(prepared.features)
+                probs = self.classifier.push(prepared.features, per_channel=True)
                 latency["model"] = (time.perf_counter() - t) * 1000
             except Exception as exc:  # the dialogue state is left as it was
                 error = str(exc) or type(exc).__name__
@@ -136,7 +139,11 @@ class UtteranceProcessor:
             return UtteranceEvent(*args, None, 0.0, {}, latency, error)
         best = int(probs.argmax())
         probs_by_label = {label: round(float(p), 4) for label, p in zip(self.labels, probs)}
-        return UtteranceEvent(*args, self.labels[best], float(probs[best]), probs_by_label, latency)
+        channels = {
+            name: {"label": self.labels[int(p.argmax())], "confidence": round(float(p.max()), 4)}
+            for name, p in self.classifier.last_channels.items()
+        }
+        return UtteranceEvent(*args, self.labels[best], float(probs[best]), probs_by_label, latency, channels=channels)
 
 
 @dataclass

@@ -125,7 +125,7 @@ def test_probe_audio_real_clip():
 
 
 def test_registry_names_and_errors(tmp_path):
-    assert dataset_names() == ("meld", "iemocap", "manifest", "paired", "voice-chains")
+    assert dataset_names() == ("meld", "iemocap", "manifest", "paired", "voice-chains", "tts-words", "mixed")
     assert set(DATASETS) == set(dataset_names())
     assert dataset_splits("iemocap") == ("train", "validation", "test")
     assert dataset_splits("meld") == ("train", "dev", "test")

@@ -161,3 +161,24 @@ def test_version_1_checkpoints_still_load_and_unknown_versions_are_named(tmp_pat
     torch.save(payload, tmp_path / "v7.pt")
     with pytest.raises(CheckpointError, match="format version 7"):
         models.load(tmp_path / "v7.pt")
+
+
+def test_per_channel_answers_leave_the_stream_unchanged():
+    m = tiny("hbaf", "online", window=3)
+    d = make_dialogues((5,), seed=4)[0]
+    plain, explained = StreamingClassifier(m), StreamingClassifier(m, channel_temperatures={"audio": 2.0})
+    for u in d:
+        p = plain.push(u)
+        torch.testing.assert_close(explained.push(u, per_channel=True), p)
+        ch = explained.last_channels
+        assert set(ch) == {"audio", "text"}
+        for probs in ch.values():
+            torch.testing.assert_close(probs.sum(), torch.tensor(1.0))
+        assert not torch.allclose(ch["audio"], ch["text"])
+    # the audio channel's temperature flattens its answer
+    hot = StreamingClassifier(m, channel_temperatures={"audio": 50.0})
+    hot.push(d[0], per_channel=True)
+    assert float(hot.last_channels["audio"].max()) < 1.0 / 7 + 0.05
+    text_only = StreamingClassifier(tiny("text"))
+    text_only.push({"text": d[0]["text"]}, per_channel=True)
+    assert text_only.last_channels == {}  # one channel: nothing to tell apart

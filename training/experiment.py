@@ -264,6 +264,7 @@ def run(cfg: RunConfig) -> dict:
     device = next(model.parameters()).device
     val_logits, val_y = predict(model, data["val"], cfg.train.batch_size, device)
     temperature = fit_temperature(val_logits, val_y)
+    channel_temperatures = channel_calibration(model, data["val"], cfg.train.batch_size, device)
     metrics: dict[str, Any] = {
         "run": cfg.name,
         "model": cfg.model,
@@ -285,6 +286,7 @@ def run(cfg: RunConfig) -> dict:
         "git_commit": git_commit(),
         "validation_weighted_f1": metrics["validation"]["weighted_f1"],
         "best_epoch": result.best_epoch,
+        "channel_temperatures": channel_temperatures,
         "audio_kind": cfg.audio_kind,
         "speaker_norm": cfg.speaker_norm,
         "data_reports": {role: s.report.to_dict() for role, s in splits.items()},
@@ -301,6 +303,24 @@ def run(cfg: RunConfig) -> dict:
                     metrics[role]["confusion"], labels, out_dir / f"confusion_{role}.png", f"{cfg.name} {role}"
                 )
     return metrics
+
+
+def channel_calibration(model, val, batch_size: int, device) -> dict[str, float]:
+    """Each channel's own temperature, fitted on validation with the other channel withheld, so
+    that the per-channel confidence of the live events is calibrated (bimodal models only)."""
+    import copy
+
+    from training.evaluate import hide_modality
+
+    if not {"audio", "text"} <= set(model.inputs) or not val:
+        return {}
+    out = {}
+    for keep, hide in (("audio", "text"), ("text", "audio")):
+        hidden = copy.deepcopy(val)
+        hide_modality(hidden, hide)
+        logits, y = predict(model, hidden, batch_size, device)
+        out[keep] = float(fit_temperature(logits, y))
+    return out
 
 
 def _is_main() -> bool:

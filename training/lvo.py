@@ -10,7 +10,7 @@ recording is replayed through the real tracker (VAD, Whisper, features, model) a
 labels are scored against the ground truth, pooled over the set's recordings:
 
 - ``voice-ravdess``: two RAVDESS actors alternating; neutral words, the voice carries it;
-- ``voice-other``: EmoDB and URDU voices: other wording (German, Urdu) through ASR;
+- ``voice-other``: EmoDB test voices: other wording (German sentences) through English ASR;
 - ``words-espeak`` / ``words-engines``: MELD dev dialogues read by held-out espeak-ng
   voices / by flite and festival voices; the words carry it, the voice is flat;
 - ``paired``: MELD dev dialogues voiced by held-out acted clips of the same label.
@@ -47,7 +47,8 @@ LVO_SETS: dict[str, LvoSet] = {
         {"corpora": "ravdess", "two_speaker_fraction": 1.0},
         "RAVDESS test actors alternating, neutral words",
     ),
-    "voice-other": LvoSet("voice-chains", {"corpora": "emodb,urdu"}, "EmoDB and URDU test voices, other wording"),
+    # EmoDB only: URDU's speakers each recorded nearly one emotion, so their chains have one label
+    "voice-other": LvoSet("voice-chains", {"corpora": "emodb"}, "EmoDB test voices: German words through ASR"),
     "words-espeak": LvoSet("tts-words", {"engines": "espeak-ng"}, "MELD dev read by held-out espeak-ng voices"),
     "words-engines": LvoSet("tts-words", {"engines": "flite,festival"}, "MELD dev read by flite and festival voices"),
     "paired": LvoSet("paired", {}, "MELD dev voiced by held-out acted clips"),

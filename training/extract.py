@@ -275,6 +275,13 @@ def _whisper(utts, ok, cfg: ExtractConfig, root: Path, name: str, split, failure
     has = [u.audio_path is not None and (ok is None or ok[i]) for i, u in enumerate(utts)]
     keys = [audio_key(u) if h else "" for u, h in zip(utts, has)]
     todo = list(dict.fromkeys(k for k in keys if k and k not in store))
+    if todo:  # the same clip serves several datasets (paired, mixed, voice-chains): reuse their vectors
+        for other in sorted(store.path.parent.glob("*.npz")):
+            if other != store.path and ".tmp." not in other.name and todo:
+                known = FeatureStore(other)
+                for k in [k for k in todo if k in known]:
+                    store.put(k, known[k])
+                todo = [k for k in todo if k not in store]
     first = {k: i for i, k in reversed(list(enumerate(keys))) if k}
     model = whisper_model(cfg.whisper_encoder, policy.min_window_s, policy.pad_s) if todo else None
     for n, k in enumerate(tqdm(todo, desc=f"whisper {name}", disable=not cfg.progress or not todo), 1):

@@ -232,11 +232,19 @@ def _atomic_write(path: str | os.PathLike[str], write: Callable[[TextIO], None])
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
             write(f)
+        # mkstemp makes the file private (0600); an export is an ordinary file, as open() would make it.
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # the only portable way to read it is to set it; put it straight back
+    os.umask(mask)
+    return mask
 
 
 def _fmt(value: float | None, digits: int) -> str:

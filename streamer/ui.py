@@ -31,7 +31,7 @@ from textual.widgets import Footer, Header, Static
 from textual.worker import Worker, WorkerState
 
 from streamer.events import Event, LevelEvent, Pipeline, StatusEvent, UtteranceEvent
-from streamer.export import JsonlWriter, event_to_json, write_session_jsonl
+from streamer.export import JsonlWriter, escape_controls, event_to_json, write_session_jsonl
 from streamer.widgets import EmotionStrip, LevelMeter, Palette, Timeline, UtteranceRow
 
 log = logging.getLogger(__name__)
@@ -257,10 +257,10 @@ class EmotionApp(App[None]):
             self._info["device"] = event.device
         self.dropped_blocks = max(self.dropped_blocks, event.dropped_blocks)  # a running total
         if event.message:
-            self.message = event.message
+            self.message = escape_controls(event.message)
         if event.error:
             self.error_count += 1
-            self.notify(event.message, severity="error", markup=False)
+            self.notify(escape_controls(event.message), severity="error", markup=False)
         if event.finished:
             self.finished = True
             self.query_one(LevelMeter).state = "ended"

@@ -335,3 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+if __name__ == "__main__":  # python -m streamer.cli, as the ser-live script
+    sys.exit(main())

@@ -322,3 +322,27 @@ def test_wrong_options_are_named_as_typed(tmp_path, capsys, wav, garbage):
         assert words in err_line(capsys), extra
     assert main(["--replay", str(tmp_path), "--no-ui"]) == 2
     assert f"--replay {tmp_path} is a folder" in err_line(capsys)
+
+
+@pytest.mark.slow
+def test_sigterm_on_the_real_cli_finalises_the_recording_and_writes_the_exports(tmp_path):
+    """The whole program, real models: SIGTERM while replaying in real time."""
+    cmd = [sys.executable, "-m", "streamer.cli", "--replay", str(ROOT / "recordings" / "demo-kitchen.flac"), "--no-ui"]
+    cmd += ["--record", str(tmp_path / "rec.flac"), "--jsonl", str(tmp_path / "e.jsonl")]
+    cmd += ["--export", "srt", "--export-path", str(tmp_path / "t.srt")]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = proc.stdout.readline()  # the first utterance: the session is under way
+        assert "–" in first, proc.stderr.read()
+        proc.send_signal(signal.SIGTERM)
+        rest, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    lines = [first, *rest.splitlines()]
+    info = sf.info(str(tmp_path / "rec.flac"))
+    assert 3.0 < info.duration < 60.0  # the header was finalised: the length is known
+    assert len(read_jsonl(tmp_path / "e.jsonl")) == len([x for x in lines if x.strip()])
+    assert (tmp_path / "t.srt").read_text().count(" --> ") == len(read_jsonl(tmp_path / "e.jsonl"))

@@ -214,6 +214,13 @@ class Collecting:
         self.pipeline.run(tee, stop, paused)
 
 
+def _sentence(message: object) -> str:
+    """An error message on one line, its control characters (from a file name...) made visible."""
+    from streamer.export import escape_controls
+
+    return escape_controls(" ".join(str(message).split()))
+
+
 def export_timeline(events: list, args) -> Path:
     from streamer.export import export
 
@@ -228,7 +235,7 @@ def _write_export(events: list, args, prefix: str = "") -> bool:
     except (OSError, ValueError) as exc:
         print(
             f"ser-live: error: could not write the --export file {export_path(args)} "
-            f"({' '.join(str(exc).split())}); the other outputs are complete",
+            f"({_sentence(exc)}); the other outputs are complete",
             file=sys.stderr,
         )
         return False
@@ -254,7 +261,7 @@ def run_headless(pipeline, args) -> int:
                     status["error"] = True
                     print(
                         f"ser-live: error: stopped appending to --jsonl {writer.path} "
-                        f"({' '.join(str(exc).split())}); the analysis and the other outputs go on",
+                        f"({_sentence(exc)}); the analysis and the other outputs go on",
                         file=sys.stderr,
                         flush=True,
                     )
@@ -264,7 +271,7 @@ def run_headless(pipeline, args) -> int:
         elif isinstance(event, StatusEvent):
             if event.error:
                 status["error"] = True
-                print(f"error: {event.message}", file=sys.stderr, flush=True)
+                print(f"error: {_sentence(event.message)}", file=sys.stderr, flush=True)
             elif args.verbose:
                 print(f"# {event.message}", file=sys.stderr, flush=True)
 
@@ -331,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         return 128 + app.received_signal if app.received_signal else 0
     except (ValueError, OSError) as exc:  # AudioError, CheckpointError, FeatureError are ValueErrors
-        print(f"ser-live: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        print(f"ser-live: error: {_sentence(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import re
 import sys
 import threading
@@ -230,15 +231,27 @@ def export_timeline(events: list, args) -> Path:
 def _write_export(events: list, args, prefix: str = "") -> bool:
     """Write ``--export`` (whatever else failed); one sentence and False when it cannot be written."""
     try:
-        print(f"{prefix}wrote {export_timeline(events, args)}", file=sys.stderr)
-        return True
+        path = export_timeline(events, args)
     except (OSError, ValueError) as exc:
-        print(
+        _say(
             f"ser-live: error: could not write the --export file {export_path(args)} "
             f"({_sentence(exc)}); the other outputs are complete",
-            file=sys.stderr,
+            sys.stderr,
         )
         return False
+    _say(f"{prefix}wrote {path}", sys.stderr)
+    return True
+
+
+def _say(line: str, stream=None) -> None:
+    """Print a line. A terminal that went away (SIGHUP) or a closed pipe (``| head``) must not
+    stop the analysis or the file outputs: the stream then goes to /dev/null."""
+    stream = stream or sys.stdout
+    try:
+        print(line, file=stream, flush=True)
+    except OSError:  # BrokenPipeError, EIO
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
 
 
 def run_headless(pipeline, args) -> int:
@@ -253,17 +266,16 @@ def run_headless(pipeline, args) -> int:
         nonlocal writer
         if isinstance(event, UtteranceEvent):
             events.append(event)
-            print(format_line(event), flush=True)
+            _say(format_line(event))
             if writer is not None:
                 try:
                     writer.write(event)
                 except (OSError, ValueError) as exc:  # full disk...: the analysis and other outputs go on
                     status["error"] = True
-                    print(
+                    _say(
                         f"ser-live: error: stopped appending to --jsonl {writer.path} "
                         f"({_sentence(exc)}); the analysis and the other outputs go on",
-                        file=sys.stderr,
-                        flush=True,
+                        sys.stderr,
                     )
                     with contextlib.suppress(OSError):
                         writer.close()
@@ -271,9 +283,9 @@ def run_headless(pipeline, args) -> int:
         elif isinstance(event, StatusEvent):
             if event.error:
                 status["error"] = True
-                print(f"error: {_sentence(event.message)}", file=sys.stderr, flush=True)
+                _say(f"error: {_sentence(event.message)}", sys.stderr)
             elif args.verbose:
-                print(f"# {event.message}", file=sys.stderr, flush=True)
+                _say(f"# {_sentence(event.message)}", sys.stderr)
 
     stop, paused = threading.Event(), threading.Event()
     received: list[int] = []
@@ -293,10 +305,7 @@ def run_headless(pipeline, args) -> int:
     if status["error"]:
         return 1
     if not events and not stop.is_set():
-        print(
-            "ser-live: no speech found in the input; check the input level or lower --vad-aggressiveness",
-            file=sys.stderr,
-        )
+        _say("ser-live: no speech found in the input; check the input level or lower --vad-aggressiveness", sys.stderr)
         return 3
     return 0
 

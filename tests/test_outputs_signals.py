@@ -188,6 +188,30 @@ def test_an_export_that_cannot_be_written_is_one_sentence_and_keeps_the_jsonl(tm
     assert [e.index for e in read_jsonl(tmp_path / "e.jsonl")] == [0, 1]
 
 
+def test_a_closed_stdout_does_not_stop_the_analysis_or_the_files(tmp_path, monkeypatch):
+    class ClosedPipe:
+        """stdout piped into `head -1`: the second line finds the pipe closed."""
+
+        def __init__(self):
+            self.lines = 0
+
+        def write(self, text):
+            if self.lines >= 1:
+                raise BrokenPipeError(32, "Broken pipe")
+            self.lines += text.count("\n")
+
+        def flush(self):
+            pass
+
+    monkeypatch.setattr(sys, "stdout", ClosedPipe())
+    args = build_parser().parse_args(
+        ["--no-ui", "--jsonl", str(tmp_path / "e.jsonl"), "--export", "csv", "--export-path", str(tmp_path / "t.csv")]
+    )
+    assert run_headless(ScriptedPipeline([event(0), event(1), event(2)]), args) == 0
+    assert len(read_jsonl(tmp_path / "e.jsonl")) == 3
+    assert (tmp_path / "t.csv").read_text().count("\n") == 4
+
+
 # -- 3. signals end a session like Ctrl-C ---------------------------------------------------------
 
 

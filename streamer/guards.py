@@ -38,7 +38,8 @@ def check_outputs(args) -> None:
 
     Each output must not be the input nor another output, must not exist (unless
     ``--overwrite``; ``--jsonl`` appends by design), and its folder must exist and be writable."""
-    outputs = [("--record", args.record), ("--jsonl", args.jsonl), ("--export-path", export_path(args))]
+    export_flag = "--export-path" if args.export_path is not None else "--export"  # as the user typed it
+    outputs = [("--record", args.record), ("--jsonl", args.jsonl), (export_flag, export_path(args))]
     outputs = [(flag, path) for flag, path in outputs if path is not None]
     seen: list[tuple[str, Path]] = []
     for flag, path in outputs:

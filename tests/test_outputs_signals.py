@@ -62,6 +62,10 @@ def test_record_and_export_refuse_an_existing_file_unless_overwrite(tmp_path, ca
     srt.write_text("keep me")
     assert run_cli("--export", "srt", "--export-path", srt, wav=wav, garbage=garbage) == 2
     assert "--export-path" in err_line(capsys) and srt.read_text() == "keep me"
+    beside = wav.with_suffix(".csv")  # the default export path, next to the input
+    beside.write_text("keep me too")
+    assert run_cli("--export", "csv", wav=wav, garbage=garbage) == 2
+    assert f"--export {beside} already exists" in err_line(capsys) and beside.read_text() == "keep me too"
     # With --overwrite the outputs pass; the session then stops at the (garbage) checkpoint.
     assert run_cli("--record", old, "--export", "srt", "--export-path", srt, "--overwrite", wav=wav, garbage=garbage)
     assert "checkpoint" in err_line(capsys) and old.read_bytes() == before

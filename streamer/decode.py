@@ -101,11 +101,25 @@ class AudioStream:
             f.seek(start)
             left = stop - start
             while left > 0:
-                data = f.read(min(step, left), dtype="float32", always_2d=True)
+                try:
+                    data = f.read(min(step, left), dtype="float32", always_2d=True)
+                except (sf.LibsndfileError, RuntimeError) as exc:
+                    self._damaged(exc, stop - start - left)
+                    return
                 if not len(data):
                     return
                 left -= len(data)
                 yield np.ascontiguousarray(data.T)
+
+    def _damaged(self, exc: BaseException, good: int) -> None:
+        """A file cut short (crash, full disk) ends in a damaged frame: keep what came before it."""
+        reason = " ".join(str(getattr(exc, "strerror", None) or exc).split())
+        if good == 0:
+            raise AudioError(f"cannot decode the audio of {self.path} ({reason}); the file looks corrupt") from exc
+        self.damaged = reason
+        logger.warning(
+            "%s is damaged after %.1f s (%s); using the audio before that", self.path, good / self.rate, reason
+        )
 
     # -- PyAV (ffmpeg) ---------------------------------------------------------------------------
 
@@ -159,16 +173,7 @@ class AudioStream:
                         if part.shape[1]:
                             pending.append(part)
             except av.FFmpegError as exc:
-                reason = getattr(exc, "strerror", None) or exc
-                if seen == 0:
-                    raise AudioError(
-                        f"cannot decode the audio of {self.path} ({reason}); the file looks corrupt"
-                    ) from exc
-                # A recording cut short (crash, full disk) ends in a damaged frame: keep what came before.
-                self.damaged = f"{reason}"
-                logger.warning(
-                    "%s is damaged after %.1f s (%s); using the audio before that", self.path, seen / self.rate, reason
-                )
+                self._damaged(exc, seen)
             if pending:
                 yield np.ascontiguousarray(np.concatenate(pending, axis=1), dtype=np.float32)
 

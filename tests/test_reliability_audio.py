@@ -47,10 +47,29 @@ def test_file_source_replays_what_a_whole_file_decode_gives(tmp_path, split):
     np.testing.assert_array_equal(np.concatenate(blocks, axis=-1), load_audio(path, mono=not split))
 
 
-def test_file_source_decodes_block_wise_so_memory_stays_bounded(tmp_path):
+def write_pcm_mka(path: Path, audio: np.ndarray, rate: int) -> Path:
+    """(n, 2) float audio as 16-bit PCM in Matroska: a container only PyAV (ffmpeg) reads here."""
+    import av
+
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("pcm_s16le", rate=rate, layout="stereo")
+        for start in range(0, len(audio), rate):
+            part = (audio[start : start + rate] * 32767).astype(np.int16)
+            frame = av.AudioFrame.from_ndarray(part.reshape(1, -1), "s16", "stereo")
+            frame.sample_rate, frame.pts = rate, start
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".wav", ".mka"])
+def test_file_source_decodes_block_wise_so_memory_stays_bounded(tmp_path, suffix):
     # 60 s of 48 kHz stereo: a whole-file decode holds 23 MB of float32 before resampling.
-    path = tmp_path / "long.wav"
-    sf.write(path, noise(48000, 60.0, 2), 48000, subtype="PCM_16")
+    path = tmp_path / f"long{suffix}"
+    if suffix == ".wav":
+        sf.write(path, noise(48000, 60.0, 2), 48000, subtype="PCM_16")
+    else:
+        write_pcm_mka(path, noise(48000, 60.0, 2), 48000)
     whole_mb = 60 * 48000 * 2 * 4 / 1e6
     src = FileSource(path, block_ms=100, speed="max")
     tracemalloc.start()
@@ -147,3 +166,24 @@ def test_a_failing_recording_is_reported_and_the_analysis_goes_on(tmp_path):
     assert recorder.blocks == 30  # not called again after it failed
     utts = [e for e in events if isinstance(e, UtteranceEvent)]
     assert len(utts) >= 5 and utts[-1].end_s > 30 and events[-1].finished
+
+
+@pytest.mark.parametrize("closed", [True, False])
+def test_a_file_with_a_damaged_tail_is_read_up_to_the_damage(tmp_path, caplog, closed):
+    """A crash or a copy cut short leaves half a FLAC frame at the end: keep what came before it."""
+    from streamer.audio import Recorder
+
+    speech = noise(SR, 5.0, 1)[:, 0]
+    rec = Recorder(tmp_path / "rec.flac")
+    for block in np.split(speech, 50):
+        rec.write(block)
+    if closed:
+        rec.close()
+    cut = tmp_path / "cut.flac"
+    cut.write_bytes((tmp_path / "rec.flac").read_bytes()[:-3000])
+    with caplog.at_level(logging.WARNING):
+        audio = load_audio(cut)
+        replayed = np.concatenate(list(FileSource(cut, speed="max")))
+    assert 3 * SR < len(audio) < 5 * SR and np.array_equal(replayed, audio)
+    np.testing.assert_allclose(audio, speech[: len(audio)], atol=1.5 / 32768)
+    assert any("is damaged after" in r.getMessage() for r in caplog.records)

@@ -187,7 +187,7 @@ class LivePipeline:
                     try:
                         recorder.write(block)
                     except ValueError as exc:  # AudioError: full disk... the analysis goes on
-                        log.error("%s", exc)
+                        log.info("%s", exc)  # said once, by the status event
                         emit(StatusEvent(f"{exc}; the analysis goes on", error=True))
                         recorder = None
                 if paused.is_set():

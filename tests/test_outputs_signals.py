@@ -374,3 +374,34 @@ def test_sigterm_on_the_real_cli_finalises_the_recording_and_writes_the_exports(
     assert 3.0 < info.duration < 60.0  # the header was finalised: the length is known
     assert len(read_jsonl(tmp_path / "e.jsonl")) == len([x for x in lines if x.strip()])
     assert (tmp_path / "t.srt").read_text().count(" --> ") == len(read_jsonl(tmp_path / "e.jsonl"))
+
+
+FULL_DISK_CLI = """
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (150_000, 150_000))  # every file stops growing at 150 kB
+from streamer.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_a_full_disk_under_record_on_the_real_cli_keeps_everything_else(tmp_path):
+    """The whole program, real models: the recording hits the limit at ~11 s of a 34 s replay."""
+    args = ["--replay", str(ROOT / "recordings" / "demo-kitchen.flac"), "--speed", "max", "--no-ui"]
+    args += ["--record", str(tmp_path / "rec.flac"), "--jsonl", str(tmp_path / "e.jsonl")]
+    args += ["--export", "srt", "--export-path", str(tmp_path / "t.srt")]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run(
+        [sys.executable, "-c", FULL_DISK_CLI, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 1, out.stderr
+    errors = [line for line in out.stderr.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and "stopped recording to" in errors[0] and "the analysis goes on" in errors[0]
+    lines = out.stdout.splitlines()
+    assert len(lines) >= 8 and "00:3" in lines[-1]  # analysed to the end of the recording
+    assert len(read_jsonl(tmp_path / "e.jsonl")) == len(lines)
+    assert (tmp_path / "t.srt").read_text().count(" --> ") == len(lines)
+    from streamer.audio import load_audio
+
+    assert 5 * 16000 < len(load_audio(tmp_path / "rec.flac")) < 20 * 16000  # the partial recording reads back

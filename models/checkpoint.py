@@ -96,7 +96,7 @@ def load(path: str | os.PathLike, device: str = "auto") -> Checkpoint:
         _check_shapes(path, model_cls, config, payload.get("state_dict"))
         model = model_cls(config)
         pipeline = FeaturePipeline.from_dict(payload["pipeline"])
-    except (KeyError, TypeError, ValueError, ArithmeticError, AssertionError) as exc:
+    except (KeyError, TypeError, ValueError, ArithmeticError, AssertionError, RuntimeError) as exc:
         if isinstance(exc, CheckpointError):
             raise
         raise CheckpointError(f"{path} has an invalid model description ({_short(exc)})") from exc

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,9 +97,12 @@ def load(path: str | os.PathLike, device: str = "auto") -> Checkpoint:
     try:
         model_cls, config_cls = lookup(payload["model"])
         config = config_from_dict(config_cls, payload["config"])
+        _check_shapes(path, model_cls, config, payload.get("state_dict"))
         model = model_cls(config)
         pipeline = FeaturePipeline.from_dict(payload["pipeline"])
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, ArithmeticError, AssertionError, RuntimeError) as exc:
+        if isinstance(exc, CheckpointError):
+            raise
         raise CheckpointError(f"{path} has an invalid model description ({_short(exc)})") from exc
     try:
         model.load_state_dict(payload["state_dict"], strict=True)
@@ -112,8 +116,46 @@ def load(path: str | os.PathLike, device: str = "auto") -> Checkpoint:
     labels = list(labels)
     if len(labels) != model.num_classes:
         raise CheckpointError(f"{path} lists {len(labels)} labels for a model with {model.num_classes} classes")
+    _check_labels(path, labels)
+    temperature = payload.get("temperature", 1.0)
+    if isinstance(temperature, bool) or not isinstance(temperature, int | float) or not 0 < temperature < math.inf:
+        raise CheckpointError(
+            f"{path} has calibration temperature {temperature!r}, not a positive number; it is a damaged checkpoint"
+        )
     model.to(resolve_device(device)).eval()
-    return Checkpoint(model, labels, pipeline, float(payload.get("temperature", 1.0)), payload.get("meta", {}), path)
+    return Checkpoint(model, labels, pipeline, float(temperature), payload.get("meta", {}), path)
+
+
+#: A label is shown in terminals and written into every output: a short printable name.
+MAX_LABEL_CHARS = 40
+
+
+def _check_labels(path: Path, labels: list[str]) -> None:
+    for label in labels:
+        if not label.strip() or len(label) > MAX_LABEL_CHARS or not label.isprintable() or label != label.strip():
+            raise CheckpointError(
+                f"{path} has the label {label!r}; labels must be 1 to {MAX_LABEL_CHARS} printable characters "
+                "without control codes, so this checkpoint is refused"
+            )
+    if len(set(labels)) != len(labels):
+        raise CheckpointError(f"{path} lists a label twice ({', '.join(labels)}); it is a damaged checkpoint")
+
+
+def _check_shapes(path: Path, model_cls: type, config: Any, state: Any) -> None:
+    """Build the model on the meta device (no memory) and compare its weight shapes with the
+    file's, so a config asking for a 2e9-wide layer is refused before anything is allocated."""
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} has no weights (no 'state_dict'); it is an incomplete checkpoint")
+    with torch.device("meta"):
+        skeleton = model_cls(config)
+    want = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
+    if want != got:
+        key = sorted(set(want) ^ set(got)) or [k for k in sorted(want) if want[k] != got[k]]
+        raise CheckpointError(
+            f"{path}: the weights do not match the model's config (first difference: {key[0]} "
+            f"{want.get(key[0])} in the config, {got.get(key[0])} in the file); it is a damaged checkpoint"
+        )
 
 
 def _short(exc: BaseException) -> str:

@@ -70,9 +70,18 @@ class HBAFConfig:
             raise ValueError(f"modalities must be one of {MODALITIES}, got {self.modalities!r}")
         if self.attention_score not in ATTENTION_SCORES:
             raise ValueError(f"attention_score must be one of {ATTENTION_SCORES}")
-        for name in ("audio_dim", "text_dim", "num_classes", "d_model", "gru_hidden", "max_speakers"):
+        for name in (
+            "audio_dim",
+            "text_dim",
+            "num_classes",
+            "d_model",
+            "gru_hidden",
+            "max_speakers",
+            "transformer_heads",
+            "fusion_heads",
+        ):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be positive")
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.d_model % self.transformer_heads or self.d_model % self.fusion_heads:
             raise ValueError("d_model must be divisible by transformer_heads and fusion_heads")
         if self.tau <= 0 or self.mu < 0:

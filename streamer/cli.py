@@ -8,14 +8,42 @@ ser-live --replay talk.wav --speed max --no-ui --jsonl events.jsonl
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
+import re
 import sys
 import threading
 from pathlib import Path
 
+from streamer.guards import check_outputs, export_path, stop_on_signals
+
 log = logging.getLogger("ser-live")
 
 BUNDLED_MODEL = Path(__file__).parent / "assets" / "default.pt"
+#: What CTranslate2 accepts as a compute type (``auto``: ser-live's choice, int8 on CPU).
+COMPUTE_TYPES = (
+    "auto",
+    "default",
+    "int8",
+    "int8_float32",
+    "int8_float16",
+    "int8_bfloat16",
+    "int16",
+    "float16",
+    "bfloat16",
+    "float32",
+)
+#: Settings whose errors name a config field: the flag the user typed instead.
+_FLAGS = {
+    "block_ms": "--block-ms",
+    "aggressiveness": "--vad-aggressiveness",
+    "frame_ms": "--frame-ms",
+    "end_silence_ms": "--end-silence-ms",
+    "preroll_ms": "--preroll-ms",
+    "min_utterance_ms": "--min-utterance-ms",
+    "max_utterance_ms": "--max-utterance-ms",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,12 +54,16 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--split-channels", action="store_true", help="each stereo channel is one speaker")
     src.add_argument("--device", default=None, help="microphone by index or name (see --list-devices)")
     src.add_argument("--list-devices", action="store_true", help="list audio input devices and exit")
-    src.add_argument("--block-ms", type=int, default=100)
+    src.add_argument("--block-ms", type=int, default=100, help="audio block length in milliseconds")
     mdl = ap.add_argument_group("models")
     mdl.add_argument("--model", type=Path, default=None, help="checkpoint (default: the bundled HBAF)")
     mdl.add_argument("--asr-model", default="tiny.en", help="faster-whisper model name or path")
     mdl.add_argument("--language", default=None, help="ASR language (default: the model's)")
-    mdl.add_argument("--compute-type", default="auto", help="CTranslate2 compute type for Whisper (auto: int8 on CPU)")
+    mdl.add_argument(
+        "--compute-type",
+        default="auto",
+        help=f"CTranslate2 compute type for Whisper: {', '.join(COMPUTE_TYPES)} (auto: int8 on CPU)",
+    )
     mdl.add_argument("--compute-device", default="auto", help="auto, cpu or cuda for the models")
     mdl.add_argument("--text-encoder", default=None, help="override the checkpoint's text encoder path")
     vad = ap.add_argument_group("segmenter")
@@ -49,26 +81,79 @@ def build_parser() -> argparse.ArgumentParser:
     )
     out = ap.add_argument_group("output")
     out.add_argument("--no-ui", action="store_true", help="print one line per utterance instead of the UI")
-    out.add_argument("--jsonl", type=Path, default=None, help="append one JSON event per utterance")
+    out.add_argument(
+        "--jsonl",
+        type=Path,
+        default=None,
+        help="append one JSON event per utterance (an existing file is appended to, never replaced)",
+    )
     out.add_argument("--export", choices=("csv", "srt", "vtt"), default=None, help="write the timeline at the end")
-    out.add_argument("--export-path", type=Path, default=None, help="where --export writes (default: next to input)")
+    out.add_argument(
+        "--export-path",
+        type=Path,
+        default=None,
+        help="where --export writes (default: next to the --replay input, or to the --record file, with the "
+        "format's suffix; session.<format> in the current folder otherwise)",
+    )
     out.add_argument("--record", type=Path, default=None, help="record the captured audio to this FLAC file")
+    out.add_argument(
+        "--overwrite", action="store_true", help="let --record and --export replace existing files (never the input)"
+    )
     out.add_argument("--save-dir", type=Path, default=Path("recordings"), help="where the UI's save key writes")
     out.add_argument("-v", "--verbose", action="store_true")
     return ap
 
 
+def _with_flags(message: str) -> str:
+    """A config error names its field (``block_ms``): name the option the user typed instead."""
+    return re.sub(r"\b(" + "|".join(_FLAGS) + r")\b", lambda m: _FLAGS[m.group(1)], message)
+
+
 def _segmenter_config(args):
     from streamer.segmenter import SegmenterConfig
 
-    return SegmenterConfig(
-        aggressiveness=args.vad_aggressiveness,
-        frame_ms=args.frame_ms,
-        end_silence_ms=args.end_silence_ms,
-        preroll_ms=args.preroll_ms,
-        min_utterance_ms=args.min_utterance_ms,
-        max_utterance_ms=args.max_utterance_ms,
-    )
+    try:
+        return SegmenterConfig(
+            aggressiveness=args.vad_aggressiveness,
+            frame_ms=args.frame_ms,
+            end_silence_ms=args.end_silence_ms,
+            preroll_ms=args.preroll_ms,
+            min_utterance_ms=args.min_utterance_ms,
+            max_utterance_ms=args.max_utterance_ms,
+        )
+    except ValueError as exc:
+        raise ValueError(_with_flags(str(exc))) from exc
+
+
+def check_options(args) -> None:
+    """Options that would otherwise fail deep inside a library, with a message naming the wrong thing."""
+    if args.block_ms <= 0:
+        raise ValueError(f"--block-ms must be a positive number of milliseconds, got {args.block_ms}")
+    if args.replay is not None:
+        if args.replay.is_dir():
+            raise ValueError(f"--replay {args.replay} is a folder; give an audio or video file")
+        if not args.replay.is_file():
+            raise ValueError(f"no such recording: {args.replay}; check the path given to --replay")
+    if args.compute_type not in COMPUTE_TYPES:
+        raise ValueError(
+            f"--compute-type {args.compute_type!r} is not a CTranslate2 compute type; use one of "
+            f"{', '.join(COMPUTE_TYPES)}"
+        )
+    device = args.compute_device
+    if device not in ("auto", "cpu") and not re.fullmatch(r"cuda(:\d+)?", device):
+        raise ValueError(f"--compute-device {device!r} is not a device; use auto, cpu, cuda or cuda:N")
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"--compute-device {device} asks for a CUDA GPU but none is available; use --compute-device auto or cpu"
+            )
+    asr = Path(args.asr_model).expanduser()
+    if asr.is_file():
+        raise ValueError(
+            f"--asr-model {args.asr_model} is a file; give a faster-whisper model folder (holding model.bin) or tiny.en"
+        )
 
 
 def build_pipeline(args):
@@ -82,10 +167,10 @@ def build_pipeline(args):
     from streamer.microphone import MicrophoneSource
     from streamer.pipeline import LivePipeline, PipelineConfig, UtteranceProcessor
 
+    check_options(args)
+    check_outputs(args)
     seg = _segmenter_config(args)
     if args.replay is not None:
-        if not args.replay.is_file():
-            raise ValueError(f"no such recording: {args.replay}; check the path given to --replay")
         source = FileSource(args.replay, block_ms=args.block_ms, speed=args.speed, split_channels=args.split_channels)
     else:
         source = MicrophoneSource(args.device, block_ms=args.block_ms)
@@ -144,11 +229,43 @@ class Collecting:
         self.pipeline.run(tee, stop, paused)
 
 
+def _sentence(message: object) -> str:
+    """An error message on one line, its control characters (from a file name...) made visible."""
+    from streamer.export import escape_controls
+
+    return escape_controls(" ".join(str(message).split()))
+
+
 def export_timeline(events: list, args) -> Path:
     from streamer.export import export
 
-    path = args.export_path or Path(f"{(args.replay or Path('session')).stem}.{args.export}")
-    return export(events, path, args.export)
+    return export(events, export_path(args), args.export)
+
+
+def _write_export(events: list, args, prefix: str = "") -> bool:
+    """Write ``--export`` (whatever else failed); one sentence and False when it cannot be written."""
+    try:
+        path = export_timeline(events, args)
+    except (OSError, ValueError) as exc:
+        _say(
+            f"ser-live: error: could not write the --export file {export_path(args)} "
+            f"({_sentence(exc)}); the other outputs are complete",
+            sys.stderr,
+        )
+        return False
+    _say(f"{prefix}wrote {path}", sys.stderr)
+    return True
+
+
+def _say(line: str, stream=None) -> None:
+    """Print a line. A terminal that went away (SIGHUP) or a closed pipe (``| head``) must not
+    stop the analysis or the file outputs: the stream then goes to /dev/null."""
+    stream = stream or sys.stdout
+    try:
+        print(line, file=stream, flush=True)
+    except OSError:  # BrokenPipeError, EIO
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
 
 
 def run_headless(pipeline, args) -> int:
@@ -160,35 +277,49 @@ def run_headless(pipeline, args) -> int:
     status = {"error": False}
 
     def emit(event) -> None:
+        nonlocal writer
         if isinstance(event, UtteranceEvent):
             events.append(event)
-            print(format_line(event), flush=True)
+            _say(format_line(event))
             if writer is not None:
-                writer.write(event)
+                try:
+                    writer.write(event)
+                except (OSError, ValueError) as exc:  # full disk...: the analysis and other outputs go on
+                    status["error"] = True
+                    _say(
+                        f"ser-live: error: stopped appending to --jsonl {writer.path} "
+                        f"({_sentence(exc)}); the analysis and the other outputs go on",
+                        sys.stderr,
+                    )
+                    with contextlib.suppress(OSError):
+                        writer.close()
+                    writer = None
         elif isinstance(event, StatusEvent):
             if event.error:
                 status["error"] = True
-                print(f"error: {event.message}", file=sys.stderr, flush=True)
+                _say(f"error: {_sentence(event.message)}", sys.stderr)
             elif args.verbose:
-                print(f"# {event.message}", file=sys.stderr, flush=True)
+                _say(f"# {_sentence(event.message)}", sys.stderr)
 
     stop, paused = threading.Event(), threading.Event()
+    received: list[int] = []
     try:
-        pipeline.run(emit, stop, paused)
-    except KeyboardInterrupt:
+        with stop_on_signals(stop) as received:
+            pipeline.run(emit, stop, paused)
+    except KeyboardInterrupt:  # a second signal: end now (the pipeline closed the recording)
         stop.set()
     finally:
         if writer is not None:
-            writer.close()
-        if args.export:
-            print(f"# wrote {export_timeline(events, args)}", file=sys.stderr)
+            with contextlib.suppress(OSError):
+                writer.close()
+        if args.export and not _write_export(events, args, "# "):
+            status["error"] = True
+    if received:
+        return 128 + received[0]
     if status["error"]:
         return 1
     if not events and not stop.is_set():
-        print(
-            "ser-live: no speech found in the input; check the input level or lower --vad-aggressiveness",
-            file=sys.stderr,
-        )
+        _say("ser-live: no speech found in the input; check the input level or lower --vad-aggressiveness", sys.stderr)
         return 3
     return 0
 
@@ -226,11 +357,15 @@ def main(argv: list[str] | None = None) -> int:
         tee = Collecting(pipeline)
         app = EmotionApp(tee, ck.labels, save_dir=args.save_dir, jsonl_path=args.jsonl)
         app.run()
-        if args.export:
-            print(f"wrote {export_timeline(tee.events, args)}", file=sys.stderr)
-        return 0
+        if args.export and not _write_export(tee.events, args):
+            return 1
+        return 128 + app.received_signal if app.received_signal else 0
     except (ValueError, OSError) as exc:  # AudioError, CheckpointError, FeatureError are ValueErrors
-        print(f"ser-live: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        print(f"ser-live: error: {_sentence(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+if __name__ == "__main__":  # python -m streamer.cli, as the ser-live script
+    sys.exit(main())

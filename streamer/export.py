@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import os
+import re
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -70,6 +71,26 @@ def vtt_timestamp(seconds: float) -> str:
     return _timestamp(seconds, ".")
 
 
+# ----------------------------------------------------------------------------- terminal safety
+
+#: Characters a terminal or text viewer acts on instead of showing: C0/C1 controls (ESC starts
+#: colour, cursor and title sequences), DEL, and the bidi overrides that reorder what is shown.
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with every control character written out visibly (``\x1b``, ``\u202e``).
+
+    Transcripts, labels and error messages come from models and files ser-live does not
+    control; printed raw, an ESC in them would drive the user's terminal."""
+    return _CONTROLS.sub(lambda m: f"\\x{ord(m[0]):02x}" if ord(m[0]) < 0x100 else f"\\u{ord(m[0]):04x}", text)
+
+
+def _json_controls(line: str) -> str:
+    # json.dumps escapes C0 itself; C1, DEL and bidi controls it leaves raw with ensure_ascii=False.
+    return _CONTROLS.sub(lambda m: f"\\u{ord(m[0]):04x}", line)
+
+
 # ----------------------------------------------------------------------------- one-line text
 
 
@@ -80,18 +101,21 @@ def format_line(event: UtteranceEvent) -> str:
     if event.error is not None:
         verdict = f"ERROR: {_one_line(event.error)}"
     else:
-        verdict = f"{event.label} ({event.confidence:.2f})"
-    return f'{span}  {speaker}  {verdict}  "{_one_line(event.text)}"'
+        verdict = f"{_one_line(str(event.label))} ({event.confidence:.2f})"
+    return f'{span}  {_one_line(speaker)}  {verdict}  "{_one_line(event.text)}"'
 
 
 def _one_line(text: str) -> str:
-    return " ".join(text.split())
+    return escape_controls(" ".join(text.split()))
 
 
 def cue_text(event: UtteranceEvent) -> str:
     """Subtitle text carrying the emotion: ``[joy 0.82] Speaker A: text``."""
-    tag = f"[error: {_one_line(event.error)}]" if event.error is not None else f"[{event.label} {event.confidence:.2f}]"
-    who = f"Speaker {event.speaker}" if event.speaker else ""
+    if event.error is not None:
+        tag = f"[error: {_one_line(event.error)}]"
+    else:
+        tag = f"[{_one_line(str(event.label))} {event.confidence:.2f}]"
+    who = f"Speaker {_one_line(event.speaker)}" if event.speaker else ""
     text = _one_line(event.text)
     body = f"{who}: {text}" if who and text else who or text
     return f"{tag} {body}" if body else tag
@@ -111,7 +135,8 @@ def _finite(value: Any) -> Any:
 
 def event_to_json(event: UtteranceEvent) -> str:
     """One compact JSON object (no trailing newline) with every field of the event."""
-    return json.dumps(_finite(event.to_dict()), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    line = json.dumps(_finite(event.to_dict()), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return _json_controls(line)
 
 
 def event_from_dict(data: dict[str, Any]) -> UtteranceEvent:
@@ -232,11 +257,19 @@ def _atomic_write(path: str | os.PathLike[str], write: Callable[[TextIO], None])
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
             write(f)
+        # mkstemp makes the file private (0600); an export is an ordinary file, as open() would make it.
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # the only portable way to read it is to set it; put it straight back
+    os.umask(mask)
+    return mask
 
 
 def _fmt(value: float | None, digits: int) -> str:
@@ -256,7 +289,8 @@ def write_csv(events: Sequence[UtteranceEvent], path: str | os.PathLike[str]) ->
     labels = _union(e.probs for e in events)
     stages = _union(e.latency_ms for e in events)
     header = ["index", "start_s", "end_s", "speaker", "text", "label", "confidence"]
-    header += [f"prob_{k}" for k in labels] + [f"latency_{k}_ms" for k in stages] + ["error"]
+    header += [f"prob_{escape_controls(k)}" for k in labels] + [f"latency_{escape_controls(k)}_ms" for k in stages]
+    header += ["error"]
 
     def write(f: TextIO) -> None:
         out = csv.writer(f, quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
@@ -264,11 +298,12 @@ def write_csv(events: Sequence[UtteranceEvent], path: str | os.PathLike[str]) ->
         for e in events:
             _check_time(e.start_s)
             _check_time(e.end_s)
-            row = [e.index, _fmt(e.start_s, 3), _fmt(e.end_s, 3), e.speaker or "", e.text, e.label or ""]
+            text, label, speaker = (escape_controls(x or "") for x in (e.text, e.label, e.speaker))
+            row = [e.index, _fmt(e.start_s, 3), _fmt(e.end_s, 3), speaker, text, label]
             row.append(_fmt(e.confidence, 4) if e.error is None else "")
             row += [_fmt(e.probs.get(k), 4) for k in labels]
             row += [_fmt(e.latency_ms.get(k), 1) for k in stages]
-            row.append(e.error or "")
+            row.append(escape_controls(e.error or ""))
             out.writerow(row)
 
     return _atomic_write(path, write)

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from streamer.audio import SAMPLE_RATE_HZ, AudioError, StreamResampler
+from streamer.decode import silence_nonfinite
 
 logger = logging.getLogger(__name__)
 
@@ -132,6 +133,7 @@ class MicrophoneSource:
         self._queue: queue.Queue[np.ndarray] = queue.Queue(maxsize=queue_blocks)
         self.dropped_blocks = 0  # blocks the consumer was too slow for (queue full)
         self.status_flags = 0  # callbacks that reported a PortAudio status (e.g. input overflow)
+        self.nonfinite_samples = 0  # NaN/inf samples replaced by silence
         self._stop = threading.Event()
         self._finished = threading.Event()
 
@@ -241,6 +243,12 @@ class MicrophoneSource:
 
     def _convert(self, block: np.ndarray, resampler: StreamResampler | None) -> np.ndarray:
         data = np.ascontiguousarray(block.T, dtype=np.float32)  # (frames, channels) -> (channels, n)
+        data, bad = silence_nonfinite(data)  # a broken driver's NaN must not end the session
+        if bad and not self.nonfinite_samples:
+            logger.warning(
+                "input device %r delivered non-finite samples; they are treated as silence", self.device_name
+            )
+        self.nonfinite_samples += bad
         if resampler is not None:
             data = resampler.push(data)
         return data[0] if self.channels == 1 else data

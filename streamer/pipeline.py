@@ -196,12 +196,18 @@ class LivePipeline:
             )
         )
         work = _Work(self.processor, self.config.speculate, self.config.overlap)
+        recorder = self.recorder
         try:
             for block in self.source:
                 if stop.is_set():
                     break
-                if self.recorder is not None:
-                    self.recorder.write(block)
+                if recorder is not None:
+                    try:
+                        recorder.write(block)
+                    except ValueError as exc:  # AudioError: full disk... the analysis goes on
+                        log.info("%s", exc)  # said once, by the status event
+                        emit(StatusEvent(f"{exc}; the analysis goes on", error=True))
+                        recorder = None
                 if paused.is_set():
                     # Paused audio is not heard: a half-heard utterance is dropped, the clock runs on.
                     for seg in self.segmenters:
@@ -234,10 +240,13 @@ class LivePipeline:
                             seg.samples_seen / rate, _finite(seg.level_dbfs), any(s.in_speech for s in self.segmenters)
                         )
                     )
-            if not stop.is_set():
-                for k, seg in enumerate(self.segmenters):
-                    for utt in seg.flush():
-                        emit(work.finish(k, utt))
+            # Also after a stop (Ctrl-C, SIGTERM, quit): speech already captured is not thrown away.
+            for k, seg in enumerate(self.segmenters):
+                for utt in seg.flush():
+                    emit(work.finish(k, utt))
+            nonfinite = getattr(self.source, "nonfinite_samples", 0)
+            if nonfinite:
+                emit(StatusEvent(f"{nonfinite} non-finite samples (NaN or infinity) were treated as silence"))
             dropped = getattr(self.source, "dropped_blocks", 0)
             emit(StatusEvent("input ended", dropped_blocks=dropped, finished=True))
         except Exception as exc:  # source failure (device gone...): report, keep what was recorded

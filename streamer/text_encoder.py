@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import re
 import unicodedata
 from pathlib import Path
@@ -68,6 +69,11 @@ def normalize_text(text: str) -> str:
     return " ".join(text.split())
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:160] if text else ""
+
+
 class TextEncoder:
     """Hugging Face encoder, pooled as the mean over tokens of the mean of its last 4 layers."""
 
@@ -87,6 +93,16 @@ class TextEncoder:
             raise FeatureError(
                 f"text encoder {self.name!r} not found locally; pass a local path or a model in the HF cache; "
                 "ser-live never downloads"
+            ) from exc
+        except pickle.UnpicklingError as exc:  # refused unrun by weights_only loading: say so, and no more
+            raise FeatureError(
+                f"text encoder {self.name!r} holds a weights file that is not plain tensors (a pickle that could "
+                "run code), so it was not loaded; use an encoder folder with model.safetensors"
+            ) from exc
+        except Exception as exc:  # a broken config or weights file: one sentence, not the library's traceback
+            raise FeatureError(
+                f"text encoder {self.name!r} could not be loaded ({type(exc).__name__}: {_first_line(exc)}); "
+                "check the folder given to --text-encoder"
             ) from exc
         self.model = model.to(self.device).eval()
         log.info("text encoder %s from %s on %s (dim %d)", self.name, source, self.device, self.dim)

@@ -12,8 +12,10 @@ The widgets themselves live in :mod:`streamer.widgets`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
+import signal
 import threading
 import time
 from bisect import bisect_left, insort
@@ -29,7 +31,7 @@ from textual.widgets import Footer, Header, Static
 from textual.worker import Worker, WorkerState
 
 from streamer.events import Event, LevelEvent, Pipeline, StatusEvent, UtteranceEvent
-from streamer.export import JsonlWriter, event_to_json, write_session_jsonl
+from streamer.export import JsonlWriter, escape_controls, event_to_json, write_session_jsonl
 from streamer.widgets import EmotionStrip, LevelMeter, Palette, Timeline, UtteranceRow
 
 log = logging.getLogger(__name__)
@@ -126,6 +128,8 @@ class EmotionApp(App[None]):
         self.utterance_count = self.error_count = self.dropped_blocks = 0
         self.message, self.finished, self.details = "starting", False, False
         self.last_saved: Path | None = None
+        #: SIGTERM/SIGHUP received (its number), which ended the app like the quit key; 0 if none
+        self.received_signal = 0
 
     # ------------------------------------------------------------------ layout and start-up
 
@@ -147,7 +151,24 @@ class EmotionApp(App[None]):
         self._worker = self.run_worker(
             self._run_pipeline, name="pipeline", group="pipeline", thread=True, exit_on_error=False
         )
+        self._watch_signals(True)
         self._refresh_status()
+
+    def _watch_signals(self, on: bool) -> None:
+        """SIGTERM/SIGHUP quit like the q key: the pipeline flushes and stops, and Textual leaves
+        the alternate screen and turns mouse reporting off (killed outright, it cannot)."""
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # no loop or not the main thread
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGHUP):
+                if on:
+                    loop.add_signal_handler(sig, self._on_signal, sig)
+                else:
+                    loop.remove_signal_handler(sig)
+
+    def _on_signal(self, signum: int) -> None:
+        if not self.received_signal:
+            self.received_signal = signum
+            self.call_later(self.action_quit)
 
     # ------------------------------------------------------------------ worker thread side
 
@@ -236,10 +257,10 @@ class EmotionApp(App[None]):
             self._info["device"] = event.device
         self.dropped_blocks = max(self.dropped_blocks, event.dropped_blocks)  # a running total
         if event.message:
-            self.message = event.message
+            self.message = escape_controls(event.message)
         if event.error:
             self.error_count += 1
-            self.notify(event.message, severity="error", markup=False)
+            self.notify(escape_controls(event.message), severity="error", markup=False)
         if event.finished:
             self.finished = True
             self.query_one(LevelMeter).state = "ended"
@@ -327,5 +348,6 @@ class EmotionApp(App[None]):
 
     def on_unmount(self) -> None:
         self.stop.set()
+        self._watch_signals(False)
         if self._writer is not None:
             self._writer.close()

@@ -23,7 +23,7 @@ from textual.strip import Strip
 from textual.widget import Widget
 
 from streamer.events import LevelEvent, UtteranceEvent
-from streamer.export import format_clock
+from streamer.export import escape_controls, format_clock
 
 _COLOUR_NAMES = {
     "grey70": "neutral neu",
@@ -102,21 +102,26 @@ class UtteranceRow:
         self.event = event
         self.details = details
         # Format now, not in render(): a malformed event fails where it arrives, not at paint time.
-        self._cells = [Text(format_clock(event.start_s), style="dim"), Text(event.speaker or "-", style="bold")]
+        # Control characters from a transcript or a label must not reach the terminal.
+        speaker, text = escape_controls(event.speaker or "-"), escape_controls(event.text)
+        self._cells = [Text(format_clock(event.start_s), style="dim"), Text(speaker, style="bold")]
         if event.error is not None:
             self._cells += [
                 Text("ERROR", style="bold red"),
-                Text.assemble((event.error, "red"), "  ", (event.text, "dim")),
+                Text.assemble((escape_controls(event.error), "red"), "  ", (text, "dim")),
             ]
         else:
             verdict = Text.assemble(
-                (event.label or "?", f"bold {palette.colour(event.label)}"), f" {event.confidence:.2f}"
+                (escape_controls(event.label or "?"), f"bold {palette.colour(event.label)}"), f" {event.confidence:.2f}"
             )
-            self._cells += [verdict, Text(event.text)]
+            self._cells += [verdict, Text(text)]
         known = [k for k in palette.labels if k in event.probs] + [k for k in event.probs if k not in palette.labels]
         bars = [
             Text.assemble(
-                (k, palette.colour(k)), " ", (hbar(event.probs[k], 5), palette.colour(k)), f" {event.probs[k]:.2f}"
+                (escape_controls(k), palette.colour(k)),
+                " ",
+                (hbar(event.probs[k], 5), palette.colour(k)),
+                f" {event.probs[k]:.2f}",
             )
             for k in known
         ]

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import argparse
 import ast
+import dataclasses
 import json
 import logging
+import re
 import statistics
 import sys
+import typing
 from pathlib import Path
 
 from models import ContextConfig
@@ -41,10 +44,82 @@ def _parse_set(items: list[str]) -> dict:
     return out
 
 
+def _dataset_options(args) -> dict:
+    """``--option`` values, plus ``--labels`` (a manifest's declared label set) when given."""
+    options = _parse_set(args.option)
+    if getattr(args, "labels", None):
+        options["labels"] = tuple(x.strip() for x in args.labels.split(",") if x.strip())
+    return options
+
+
+def _kind_fits(value, kind) -> bool:
+    """Whether a ``--set`` value fits a config field's annotation (int, float, bool, str, tuple)."""
+    origin = typing.get_origin(kind) or kind
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if kind is str:
+        return isinstance(value, str)
+    if origin is tuple:
+        inner = [a for a in typing.get_args(kind) if a is not Ellipsis]
+        return isinstance(value, tuple) and all(_kind_fits(v, inner[0]) for v in value) if inner else True
+    return True  # anything else (a nested config): the config's own checks decide
+
+
+_KIND_WORDS = {int: "an integer", float: "a number", bool: "True or False", str: "a text", tuple: "a tuple like (8, 8)"}
+
+
+def _model_options(args) -> dict:
+    """``--set`` and ``--ablate`` checked against the model's config before any data is loaded."""
+    from models.registry import lookup
+
+    options = _parse_set(args.set)
+    _, config_cls = lookup(args.model)
+    hints = typing.get_type_hints(config_cls)
+    names = [f.name for f in dataclasses.fields(config_cls) if f.name != "context"]
+    for key, value in options.items():
+        if key not in names:
+            raise ValueError(f"--set {key}: model {args.model!r} has no setting {key!r}; it has {', '.join(names)}")
+        if not _kind_fits(value, hints[key]):
+            origin = typing.get_origin(hints[key]) or hints[key]
+            kind = _KIND_WORDS.get(origin, getattr(origin, "__name__", str(origin)))
+            default = next(f.default for f in dataclasses.fields(config_cls) if f.name == key)
+            raise ValueError(f"--set {key}={value!r}: {key} takes {kind} (default {default!r})")
+    for block in args.ablate:
+        options[block] = False
+    try:
+        config_cls(**options)
+    except (ValueError, TypeError, ArithmeticError) as exc:
+        raise ValueError(f"--set/--ablate: {exc}") from exc
+    return options
+
+
+#: Library messages speak Python (``root=``); on the command line the user typed flags.
+_CLI_WORDS = (
+    (r"\bpass root= ", "pass --data-root "),
+    (r"\bneeds root= ", "needs --data-root "),
+    (r"\bpoint root at\b", "point --data-root at"),
+    (r"\(labels= in Python\)", ""),
+    (r"\bpass (\w+)=(False|True)\b", r"pass --option \1=\2"),
+)
+
+
+def _as_typed(message: str) -> str:
+    for pattern, flag in _CLI_WORDS:
+        message = re.sub(pattern, flag, message)
+    return " ".join(message.split())
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default="paired", choices=dataset_names())
     p.add_argument("--data-root", default=None, help="dataset folder (default: the dataset's own default)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="dataset option")
+    p.add_argument(
+        "--labels", default=None, metavar="A,B,C", help="a manifest's label set, in order (default: inferred)"
+    )
     p.add_argument("--text-encoder", default=None, help="HF encoder path or cached name (default: bundled MiniLM)")
     p.add_argument("--workers", type=int, default=1, help="parallel openSMILE workers")
     p.add_argument("--cache-dir", type=Path, default=Path(".cache/features"))
@@ -159,7 +234,7 @@ def cmd_extract(args) -> int:
     from training.data import dataset_splits, load_dataset
     from training.extract import extract_split
 
-    options = _parse_set(args.option)
+    options = _dataset_options(args)
     for split in args.splits or dataset_splits(args.dataset, args.data_root):
         data = load_dataset(args.dataset, split, args.data_root, **options)
         feats = extract_split(data, _extract_config(args))
@@ -174,9 +249,7 @@ def cmd_extract(args) -> int:
 def cmd_train(args) -> int:
     from training.experiment import RunConfig, run
 
-    model_options = _parse_set(args.set)
-    for block in args.ablate:
-        model_options[block] = False
+    model_options = _model_options(args)
     base = args.name or f"{args.model}-{args.dataset}"
     rows = []
     for seed in args.seeds:
@@ -185,7 +258,7 @@ def cmd_train(args) -> int:
             model=args.model,
             dataset=args.dataset,
             data_root=args.data_root,
-            dataset_options=_parse_set(args.option),
+            dataset_options=_dataset_options(args),
             model_options=model_options,
             context=ContextConfig(args.context, args.window),
             train=TrainConfig(
@@ -219,12 +292,15 @@ def cmd_train(args) -> int:
 def cmd_evaluate(args) -> int:
     from training.evaluate import evaluate_checkpoint
 
+    if not args.checkpoint.is_file():
+        raise ValueError(f"no checkpoint at {args.checkpoint}; check the CHECKPOINT path given to evaluate")
+
     metrics = evaluate_checkpoint(
         args.checkpoint,
         args.dataset,
         args.split,
         args.data_root,
-        _parse_set(args.option),
+        _dataset_options(args),
         _extract_config(args),
         hide=args.hide,
     )
@@ -262,7 +338,7 @@ def cmd_make_recordings(args) -> int:
     from training.data import load_dataset
     from training.e2e import write_recordings
 
-    split = load_dataset(args.dataset, args.split, args.data_root, **_parse_set(args.option))
+    split = load_dataset(args.dataset, args.split, args.data_root, **_dataset_options(args))
     paths = write_recordings(split, args.out, args.limit)
     print(f"wrote {len(paths)} recordings with ground truth to {args.out}")
     return 0
@@ -335,5 +411,5 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except (ValueError, OSError) as exc:
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        print(f"error: {_as_typed(str(exc))}", file=sys.stderr)
         return 2

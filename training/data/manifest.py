@@ -21,7 +21,9 @@ of one manifest per split (``train.csv``, ``test.jsonl``, ...). In a file with a
 ``split`` column the split selects rows; a file without one is the single split
 ``all``. Labels are ``labels=`` when given (anything else is an unknown label);
 otherwise they are inferred from every split of the manifest, so all splits share one
-order: MELD's seven in MELD's order when every label is one of them, else sorted.
+order: MELD's seven in MELD's order when every label is one of them, else sorted. A
+mix of MELD's labels and others (a typo such as ``furious!!``), or labels that are not
+plain names, is refused with the rows named unless ``labels=`` declares them.
 Rows with bad types, duplicate (dialogue_id, turn), unknown labels or missing or
 unreadable audio are excluded (or kept text-only with ``keep_text_only``) and reported.
 """
@@ -32,6 +34,7 @@ import csv
 import json
 import logging
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,6 +73,9 @@ class ManifestOptions:
             object.__setattr__(self, "labels", as_names(self.labels))
             if not self.labels or len(set(self.labels)) != len(self.labels):
                 raise ValueError(f"labels must be distinct and not empty, got {self.labels}")
+            for label in self.labels:  # they end up in checkpoints, terminals and every output
+                if len(label) > MAX_LABEL_CHARS or not label.isprintable() or not label.strip():
+                    raise ValueError(f"label {label!r} must be 1 to {MAX_LABEL_CHARS} printable characters")
         check_options_fraction(self.max_missing_fraction)
 
 
@@ -148,7 +154,22 @@ def _manifest_files(root: Path) -> dict[str, Path]:
 
 
 def _read_file(path: Path) -> list[Row]:
-    """Rows of one manifest file; fails when a required column is absent from the whole file."""
+    """Rows of one manifest file; fails when it is not text or a required column is absent from it."""
+    try:
+        return _parse_file(path)
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(
+            f"manifest {path} is not a UTF-8 {path.suffix.lstrip('.').upper()} text file ({_short(exc)}); "
+            "see docs/manifest.md for the format"
+        ) from exc
+
+
+def _short(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _parse_file(path: Path) -> list[Row]:
     rows: list[Row] = []
     if path.suffix.lower() == ".csv":
         with path.open(encoding="utf-8-sig", newline="") as f:
@@ -205,13 +226,40 @@ def _number(value: Any, kind: type) -> int | float | None:
     return number
 
 
+#: What an inferred label may look like: a word or a few (letters, digits, ' - _ and inner spaces).
+_LABEL_NAME = re.compile(r"[^\W_](?:[\w' -]*\w)?")
+MAX_LABEL_CHARS = 40
+
+
+def _plain_label(label: str) -> bool:
+    return len(label) <= MAX_LABEL_CHARS and _LABEL_NAME.fullmatch(label) is not None
+
+
 def _infer_labels(rows: list[Row], root: Path) -> tuple[str, ...]:
-    found = {label for _, _, values in rows if (label := _text(values.get("label"))) is not None}
+    """The label set when none is declared: MELD's seven when the data uses only those, the labels
+    found when none of them is MELD's; a mix (a typo next to MELD's, "furious!!") is refused."""
+    where: dict[str, list[str]] = {}
+    for path, line, values in rows:
+        if (label := _text(values.get("label"))) is not None:
+            where.setdefault(label, []).append(f"{path.name}:{line}")
+    found = set(where)
     if not found:
         log.info("manifest %s has no labels: unlabelled data (inference or context only)", root)
         return ()
     if found <= set(MELD_LABELS):
         return MELD_LABELS
+    odd = sorted(label for label in found if not _plain_label(label))
+    if found & set(MELD_LABELS):
+        odd = sorted(found - set(MELD_LABELS))
+        what = "has labels outside MELD's seven"
+    else:
+        what = "has labels that are not plain names"
+    if odd:
+        listed = ", ".join(f"{label!r} ({len(where[label])} rows, e.g. {where[label][0]})" for label in odd[:5])
+        raise DataError(
+            f"manifest {root} {what}: {listed}; fix those rows, or declare the whole label set with "
+            "--labels a,b,c (labels= in Python)"
+        )
     return tuple(sorted(found))
 
 

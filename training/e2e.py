@@ -30,6 +30,7 @@ class Segment:
     text: str = ""
     label: str | None = None
     speaker: str | None = None
+    confidence: float = 1.0
 
 
 def read_truth(path: Path) -> list[Segment]:
@@ -83,7 +84,7 @@ def align(truth: list[Segment], pred: list[Segment], min_overlap_s: float = 0.2)
         if i >= 0:
             per_truth[i].append(j)
     merged = sum(1 for p in pred if sum(overlap(t, p) >= min_overlap_s for t in truth) > 1)
-    labels_true, labels_pred, missed = [], [], 0
+    labels_true, labels_pred, confidences, missed = [], [], [], 0
     for i, t in enumerate(truth):
         # its own predictions, else one that merged it with a neighbour (it was heard, and labelled)
         js = per_truth[i] or [j for j, p in enumerate(pred) if overlap(t, p) >= min_overlap_s]
@@ -91,6 +92,7 @@ def align(truth: list[Segment], pred: list[Segment], min_overlap_s: float = 0.2)
         missed += best is None
         labels_true.append(t.label)
         labels_pred.append(pred[best].label if best is not None and pred[best].label else MISSED)
+        confidences.append(pred[best].confidence if best is not None and pred[best].label else 0.0)
     return {
         "truth": len(truth),
         "predicted": len(pred),
@@ -100,6 +102,7 @@ def align(truth: list[Segment], pred: list[Segment], min_overlap_s: float = 0.2)
         "false_alarms": sum(1 for i in owner if i < 0),
         "labels_true": labels_true,
         "labels_pred": labels_pred,
+        "confidences": confidences,
     }
 
 
@@ -153,7 +156,7 @@ def replay(recording: Path, checkpoint: Path | None, asr_model: str = "tiny.en",
 
 def evaluate_recording(recording: Path, truth_path: Path, checkpoint: Path | None = None, **kw) -> dict:
     events = replay(recording, checkpoint, **kw)
-    pred = [Segment(e.start_s, e.end_s, e.text, e.label, e.speaker) for e in events]
+    pred = [Segment(e.start_s, e.end_s, e.text, e.label, e.speaker, e.confidence) for e in events]
     result = score(read_truth(truth_path), pred)
     result["recording"] = str(recording)
     lat = [e.latency_ms.get("total", 0.0) for e in events]

@@ -68,6 +68,23 @@ def render_set(name: str, out: Path, dialogues: int, root: str | None = None) ->
     return write_recordings(split, folder, dialogues)
 
 
+#: Confidence thresholds of the coverage/accuracy trade-off ("uncertain" below the threshold).
+THRESHOLDS = (0.4, 0.5, 0.6, 0.7)
+
+
+def coverage_curve(labels_true: list[str | None], labels_pred: list[str], confidences: list[float]) -> dict:
+    """Per threshold: the share of utterances labelled at that confidence or above, and their accuracy."""
+    rows = [(t, p, c) for t, p, c in zip(labels_true, labels_pred, confidences) if t is not None]
+    out = {}
+    for th in THRESHOLDS:
+        kept = [(t, p) for t, p, c in rows if c >= th]
+        out[str(th)] = {
+            "coverage": len(kept) / len(rows) if rows else 0.0,
+            "accuracy": float(np.mean([t == p for t, p in kept])) if kept else None,
+        }
+    return out
+
+
 def pooled_scores(labels_true: list[str | None], labels_pred: list[str]) -> dict:
     pairs = [(t, p) for t, p in zip(labels_true, labels_pred) if t is not None]
     if not pairs:
@@ -99,13 +116,15 @@ def evaluate_sets(
         if name not in LVO_SETS:
             raise ValueError(f"unknown leave-voices-out set {name!r}: choose from {', '.join(LVO_SETS)}")
         recordings = render_set(name, out / "recordings", dialogues, root)
-        y_true, y_pred, wers = [], [], []
+        y_true, y_pred, conf, wers = [], [], [], []
         for rec in recordings:
             r = evaluate_recording(rec, rec.with_suffix(".jsonl"), checkpoint, asr_model=asr_model)
             y_true += r["labels_true"]
             y_pred += r["labels_pred"]
+            conf += r["confidences"]
             wers.append(r["wer"])
         scores = pooled_scores(y_true, y_pred)
+        scores["coverage"] = coverage_curve(y_true, y_pred, conf)
         scores["wer"] = float(np.mean(wers)) if wers else None
         scores["recordings"] = len(recordings)
         results[name] = scores

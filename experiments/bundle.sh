@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The bundled model's recipe (docs/model-card.md) and the leave-voices-out rows of docs/results.md.
+#   bash experiments/bundle.sh                 # extract, train the bundle (seed 0), evaluate it
+#   NAME=x EXTRA="--speaker-norm none" bash experiments/bundle.sh   # a variant, for the results table
+#   INSTALL=1 bash experiments/bundle.sh       # ... and copy it to streamer/assets/default.pt
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+NAME=${NAME:-bundle}
+SEEDS=${SEEDS:-0}
+# Whisper tiny.en encoder states (15 s encode policy) of the segmenter's cut of every clip; text: MiniLM.
+$PY -m training extract --dataset mixed --whisper --no-opensmile --splits train validation test --quiet
+$PY -m training train --model hbaf --dataset mixed --name "$NAME" --window 8 --seeds $SEEDS \
+  --audio-kind whisper --speaker-norm mixed \
+  --set d_model=128 --set lstm_hidden=64 --set transformer_ff=256 --set gru_hidden=128 --set ffn_dim=256 \
+  --set dropout=0.2 --audio-dropout 0.2 --text-dropout 0.3 --lr 5e-4 --epochs 60 --patience 8 --quiet ${EXTRA:-}
+for s in $SEEDS; do
+  CK=runs/$NAME-s$s/model.pt
+  $PY -m training evaluate "$CK" --dataset paired --split test --quiet --output "runs/$NAME-s$s/paired-test.json"
+  $PY -m training evaluate "$CK" --dataset meld --split dev --option audio=False --quiet \
+    --output "runs/$NAME-s$s/meld-dev-text.json"
+  $PY -m training lvo --out runs/lvo --model "$CK" --dialogues 8
+done
+if [ "${INSTALL:-0}" = 1 ]; then cp "runs/$NAME-s${SEEDS%% *}/model.pt" streamer/assets/default.pt; fi

@@ -1,0 +1,38 @@
+"""Leave-voices-out scoring: pooled metrics that a constant answer cannot game, coverage vs accuracy."""
+
+from __future__ import annotations
+
+import pytest
+
+from training.e2e import MISSED, Segment, align
+from training.lvo import LVO_SETS, coverage_curve, evaluate_sets, pooled_scores
+
+
+def test_a_constant_answer_does_not_look_good():
+    truth = ["neutral"] * 6 + ["anger", "joy", "sadness", "fear"]
+    s = pooled_scores(truth, ["neutral"] * 10)
+    assert s["accuracy"] == 0.6
+    assert s["unweighted_accuracy"] == pytest.approx(0.2)  # 1 of 5 true classes recalled
+    assert s["macro_f1"] < 0.2 < s["weighted_f1"]
+    assert pooled_scores([None, "joy"], [MISSED, MISSED])["missed"] == 1
+
+
+def test_coverage_curve_trades_answers_for_accuracy():
+    truth = ["joy", "joy", "anger", "anger"]
+    pred = ["joy", "anger", "anger", "joy"]
+    curve = coverage_curve(truth, pred, [0.9, 0.45, 0.8, 0.3])
+    assert curve["0.4"] == {"coverage": 0.75, "accuracy": pytest.approx(2 / 3)}
+    assert curve["0.5"] == {"coverage": 0.5, "accuracy": 1.0}
+    assert curve["0.7"]["coverage"] == 0.5
+
+
+def test_alignment_carries_the_prediction_confidence():
+    truth = [Segment(0, 1, label="joy"), Segment(2, 3, label="anger")]
+    a = align(truth, [Segment(0.1, 0.9, label="joy", confidence=0.7)])
+    assert a["confidences"] == [0.7, 0.0] and a["labels_pred"] == ["joy", MISSED]
+
+
+def test_unknown_set_is_one_sentence(tmp_path):
+    assert "words-engines" in LVO_SETS
+    with pytest.raises(ValueError, match="choose from"):
+        evaluate_sets(tmp_path, None, ["voices-of-mars"])

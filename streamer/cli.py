@@ -17,23 +17,11 @@ import threading
 from pathlib import Path
 
 from streamer.guards import check_outputs, export_path, stop_on_signals
+from streamer.options import BUNDLED_MODEL, COMPUTE_TYPES, check_model_options  # noqa: F401 - BUNDLED_MODEL re-exported
 
 log = logging.getLogger("ser-live")
 
-BUNDLED_MODEL = Path(__file__).parent / "assets" / "default.pt"
-#: What CTranslate2 accepts as a compute type (``auto``: ser-live's choice, int8 on CPU).
-COMPUTE_TYPES = (
-    "auto",
-    "default",
-    "int8",
-    "int8_float32",
-    "int8_float16",
-    "int8_bfloat16",
-    "int16",
-    "float16",
-    "bfloat16",
-    "float32",
-)
+
 #: Settings whose errors name a config field: the flag the user typed instead.
 _FLAGS = {
     "block_ms": "--block-ms",
@@ -134,78 +122,45 @@ def check_options(args) -> None:
             raise ValueError(f"--replay {args.replay} is a folder; give an audio or video file")
         if not args.replay.is_file():
             raise ValueError(f"no such recording: {args.replay}; check the path given to --replay")
-    if args.compute_type not in COMPUTE_TYPES:
-        raise ValueError(
-            f"--compute-type {args.compute_type!r} is not a CTranslate2 compute type; use one of "
-            f"{', '.join(COMPUTE_TYPES)}"
-        )
-    device = args.compute_device
-    if device not in ("auto", "cpu") and not re.fullmatch(r"cuda(:\d+)?", device):
-        raise ValueError(f"--compute-device {device!r} is not a device; use auto, cpu, cuda or cuda:N")
-    if device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise ValueError(
-                f"--compute-device {device} asks for a CUDA GPU but none is available; use --compute-device auto or cpu"
-            )
-    asr = Path(args.asr_model).expanduser()
-    if asr.is_file():
-        raise ValueError(
-            f"--asr-model {args.asr_model} is a file; give a faster-whisper model folder (holding model.bin) or tiny.en"
-        )
+    check_model_options(
+        args.asr_model,
+        args.compute_device,
+        args.compute_type,
+        names={"asr_model": "--asr-model", "device": "--compute-device", "compute_type": "--compute-type"},
+    )
 
 
 def build_pipeline(args):
-    """Everything the session needs, or a one-sentence ValueError (bad path, bad model, no device...)."""
-    import dataclasses
+    """Everything the session needs, or a one-sentence ValueError (bad path, bad model, no device...).
 
-    import models
-    from streamer.asr import EncodePolicy, Transcriber
+    The models come from :class:`streamer.api.EmotionTracker`, the Python API: the command
+    only adds what a terminal session has (the paced source, the recording, the UI)."""
+    from streamer.api import EmotionTracker
     from streamer.audio import FileSource, Recorder
-    from streamer.features import FeatureExtractor
     from streamer.microphone import MicrophoneSource
-    from streamer.pipeline import LivePipeline, PipelineConfig, UtteranceProcessor
+    from streamer.pipeline import PipelineConfig
 
     check_options(args)
     check_outputs(args)
     seg = _segmenter_config(args)
-    if args.replay is not None:
+    if args.replay is not None:  # the input is checked before the models load (seconds)
         source = FileSource(args.replay, block_ms=args.block_ms, speed=args.speed, split_channels=args.split_channels)
     else:
         source = MicrophoneSource(args.device, block_ms=args.block_ms)
-    model_path = args.model or BUNDLED_MODEL
-    if args.model is None and not BUNDLED_MODEL.is_file():
-        raise ValueError("this installation has no bundled model; pass a checkpoint with --model")
-    ck = models.load(model_path, device=args.compute_device)
-    pipeline = ck.pipeline
-    if args.text_encoder and pipeline.text is not None:
-        pipeline = dataclasses.replace(pipeline, text=dataclasses.replace(pipeline.text, encoder=args.text_encoder))
-    policy = None
-    if pipeline.whisper is not None:  # transcribe under the checkpoint's encode policy: one encoder pass
-        policy = EncodePolicy(pipeline.whisper.min_window_s, pipeline.whisper.pad_s)
-    transcriber = Transcriber(
-        args.asr_model,
+    tracker = EmotionTracker(
+        args.model,
+        asr_model=args.asr_model,
         device=args.compute_device,
         compute_type=args.compute_type,
         language=args.language,
-        policy=policy,
+        text_encoder=args.text_encoder,
+        segmenter=seg,
+        split_channels=args.split_channels,
     )
-    features = FeatureExtractor(pipeline, device=args.compute_device, whisper_encoder=transcriber)
-    if pipeline.whisper is not None and not features.shares_encoder:
-        logging.getLogger("ser-live").warning(
-            "--asr-model %s is not the checkpoint's audio encoder (%s): the audio features take a second "
-            "Whisper encoder pass per utterance",
-            args.asr_model,
-            pipeline.whisper.encoder,
-        )
     recorder = Recorder(args.record) if args.record else None
-    device = str(next(ck.model.parameters()).device)
-    description = {"model": f"{ck.model.name} ({model_path.name})", "device": device, "asr": args.asr_model}
-    processor = UtteranceProcessor(ck, features, transcriber)
     speculate = not args.no_speculate and not (args.replay is not None and args.speed == "max")
     config = PipelineConfig(speculate=speculate, overlap=not args.no_speculate)
-    return LivePipeline(source, processor, seg, config, recorder=recorder, description=description), ck
+    return tracker.live_pipeline(source, recorder=recorder, config=config), tracker.checkpoint
 
 
 class Collecting:

@@ -83,6 +83,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="where --export writes (default: next to the --replay input, or to the --record file, with the "
         "format's suffix; session.<format> in the current folder otherwise)",
     )
+    out.add_argument(
+        "--report",
+        type=Path,
+        default=None,
+        metavar="FILE.html",
+        help="write a self-contained HTML report at the end: emotion timeline per speaker, emotion shares, transcript",
+    )
+    out.add_argument("--plot", type=Path, default=None, metavar="FILE.png", help="write the emotion timeline as a PNG")
     out.add_argument("--record", type=Path, default=None, help="record the captured audio to this FLAC file")
     out.add_argument(
         "--overwrite", action="store_true", help="let --record and --export replace existing files (never the input)"
@@ -197,19 +205,33 @@ def export_timeline(events: list, args) -> Path:
     return export(events, export_path(args), args.export)
 
 
-def _write_export(events: list, args, prefix: str = "") -> bool:
-    """Write ``--export`` (whatever else failed); one sentence and False when it cannot be written."""
-    try:
-        path = export_timeline(events, args)
-    except (OSError, ValueError) as exc:
-        _say(
-            f"ser-live: error: could not write the --export file {export_path(args)} "
-            f"({_sentence(exc)}); the other outputs are complete",
-            sys.stderr,
-        )
-        return False
-    _say(f"{prefix}wrote {path}", sys.stderr)
-    return True
+def _write_export(events: list, args, prefix: str = "", description: dict[str, str] | None = None) -> bool:
+    """Write ``--export``, ``--report`` and ``--plot`` (whatever else failed); one sentence per
+    output that cannot be written, and False when any could not."""
+    from streamer.report import write_plot, write_report
+
+    title = args.replay.stem if args.replay is not None else "ser-live session"
+    outputs = [
+        ("--export", export_path(args), lambda: export_timeline(events, args)),
+        ("--report", args.report, lambda: write_report(events, args.report, title, description=description)),
+        ("--plot", args.plot, lambda: write_plot(events, args.plot)),
+    ]
+    ok = True
+    for flag, path, write in outputs:
+        if path is None:
+            continue
+        try:
+            written = write()
+        except (OSError, ValueError) as exc:
+            ok = False
+            _say(
+                f"ser-live: error: could not write the {flag} file {path} ({_sentence(exc)}); "
+                "the other outputs are complete",
+                sys.stderr,
+            )
+            continue
+        _say(f"{prefix}wrote {written}", sys.stderr)
+    return ok
 
 
 def _say(line: str, stream=None) -> None:
@@ -267,7 +289,7 @@ def run_headless(pipeline, args) -> int:
         if writer is not None:
             with contextlib.suppress(OSError):
                 writer.close()
-        if args.export and not _write_export(events, args, "# "):
+        if not _write_export(events, args, "# ", pipeline.describe()):
             status["error"] = True
     if received:
         return 128 + received[0]
@@ -312,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         tee = Collecting(pipeline)
         app = EmotionApp(tee, ck.labels, save_dir=args.save_dir, jsonl_path=args.jsonl)
         app.run()
-        if args.export and not _write_export(tee.events, args):
+        if not _write_export(tee.events, args, description=pipeline.describe()):
             return 1
         return 128 + app.received_signal if app.received_signal else 0
     except (ValueError, OSError) as exc:  # AudioError, CheckpointError, FeatureError are ValueErrors

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import io
 import threading
 import time
@@ -177,6 +178,8 @@ async def test_save_writes_session_jsonl_without_overwriting(tmp_path):
     assert first.parent == tmp_path / "rec" and first.name.startswith("session-") and first.suffix == ".jsonl"
     assert app.last_saved != first
     assert read_jsonl(first) == events and read_jsonl(app.last_saved) == events
+    report = first.with_suffix(".html").read_text()  # the save key also writes the picture of the session
+    assert "<svg" in report and all(html.escape(e.text) in report for e in events)
 
 
 async def test_save_with_nothing_recorded_writes_no_file(tmp_path):

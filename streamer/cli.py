@@ -34,10 +34,34 @@ _FLAGS = {
 }
 
 
+class _Replay(argparse.Action):
+    """``--replay`` keeps every path in ``replays``; ``replay`` is the one recording of a
+    single-file session (None with several), as the rest of the command expects."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        namespace.replays = list(values)
+        namespace.replay = values[0] if len(values) == 1 else None
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="ser-live", description="Real-time conversational speech emotion tracker")
+    ap.set_defaults(replays=[])
     src = ap.add_argument_group("input")
-    src.add_argument("--replay", type=Path, metavar="FILE", help="replay a recording instead of the microphone")
+    src.add_argument(
+        "--replay",
+        type=Path,
+        nargs="+",
+        action=_Replay,
+        metavar="FILE",
+        help="replay a recording instead of the microphone; several files or folders with --out-dir",
+    )
+    src.add_argument(
+        "--out-dir",
+        type=Path,
+        default=None,
+        help="replay every --replay recording (a folder: its audio and video files) as fast as possible, models "
+        "loaded once, writing <name>.jsonl, <name>.html (and --export) per recording and summary.csv here",
+    )
     src.add_argument("--speed", choices=("realtime", "max"), default="realtime", help="replay pace")
     src.add_argument("--split-channels", action="store_true", help="each stereo channel is one speaker")
     src.add_argument("--device", default=None, help="microphone by index or name (see --list-devices)")
@@ -125,9 +149,14 @@ def check_options(args) -> None:
     """Options that would otherwise fail deep inside a library, with a message naming the wrong thing."""
     if args.block_ms <= 0:
         raise ValueError(f"--block-ms must be a positive number of milliseconds, got {args.block_ms}")
+    if len(args.replays) > 1:
+        raise ValueError("several --replay recordings need --out-dir, where each gets its own outputs")
     if args.replay is not None:
         if args.replay.is_dir():
-            raise ValueError(f"--replay {args.replay} is a folder; give an audio or video file")
+            raise ValueError(
+                f"--replay {args.replay} is a folder; give an audio or video file, or --out-dir to replay every "
+                "recording in it"
+            )
         if not args.replay.is_file():
             raise ValueError(f"no such recording: {args.replay}; check the path given to --replay")
     check_model_options(
@@ -138,12 +167,27 @@ def check_options(args) -> None:
     )
 
 
+def _tracker(args, segmenter):
+    """The models, loaded once, with the command's options."""
+    from streamer.api import EmotionTracker
+
+    return EmotionTracker(
+        args.model,
+        asr_model=args.asr_model,
+        device=args.compute_device,
+        compute_type=args.compute_type,
+        language=args.language,
+        text_encoder=args.text_encoder,
+        segmenter=segmenter,
+        split_channels=args.split_channels,
+    )
+
+
 def build_pipeline(args):
     """Everything the session needs, or a one-sentence ValueError (bad path, bad model, no device...).
 
     The models come from :class:`streamer.api.EmotionTracker`, the Python API: the command
     only adds what a terminal session has (the paced source, the recording, the UI)."""
-    from streamer.api import EmotionTracker
     from streamer.audio import FileSource, Recorder
     from streamer.microphone import MicrophoneSource
     from streamer.pipeline import PipelineConfig
@@ -155,16 +199,7 @@ def build_pipeline(args):
         source = FileSource(args.replay, block_ms=args.block_ms, speed=args.speed, split_channels=args.split_channels)
     else:
         source = MicrophoneSource(args.device, block_ms=args.block_ms)
-    tracker = EmotionTracker(
-        args.model,
-        asr_model=args.asr_model,
-        device=args.compute_device,
-        compute_type=args.compute_type,
-        language=args.language,
-        text_encoder=args.text_encoder,
-        segmenter=seg,
-        split_channels=args.split_channels,
-    )
+    tracker = _tracker(args, seg)
     recorder = Recorder(args.record) if args.record else None
     speculate = not args.no_speculate and not (args.replay is not None and args.speed == "max")
     config = PipelineConfig(speculate=speculate, overlap=not args.no_speculate)
@@ -326,6 +361,10 @@ def main(argv: list[str] | None = None) -> int:
 
             print(list_devices())
             return 0
+        if args.out_dir is not None:
+            from streamer.cli_batch import run_many
+
+            return run_many(args, _tracker)
         pipeline, ck = build_pipeline(args)
         if args.no_ui:
             return run_headless(pipeline, args)

@@ -324,7 +324,8 @@ def run_headless(pipeline, args) -> int:
         if writer is not None:
             with contextlib.suppress(OSError):
                 writer.close()
-        if not _write_export(events, args, "# ", pipeline.describe()):
+        describe = getattr(pipeline, "describe", None)  # any Pipeline; describe() is optional for the report
+        if not _write_export(events, args, "# ", describe() if describe is not None else None):
             status["error"] = True
     if received:
         return 128 + received[0]

@@ -120,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--overwrite", action="store_true", help="let --record and --export replace existing files (never the input)"
     )
     out.add_argument("--save-dir", type=Path, default=Path("recordings"), help="where the UI's save key writes")
+    out.add_argument("--no-save", action="store_true", help="the UI's save key writes nothing (no file is left)")
     out.add_argument("-v", "--verbose", action="store_true")
     return ap
 
@@ -372,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
         from streamer.ui import EmotionApp
 
         tee = Collecting(pipeline)
-        app = EmotionApp(tee, ck.labels, save_dir=args.save_dir, jsonl_path=args.jsonl)
+        app = EmotionApp(tee, ck.labels, save_dir=args.save_dir, jsonl_path=args.jsonl, allow_save=not args.no_save)
         app.run()
         if not _write_export(tee.events, args, description=pipeline.describe()):
             return 1

@@ -100,6 +100,7 @@ class EmotionApp(App[None]):
         labels: list[str],
         save_dir: Path | None = None,
         jsonl_path: Path | None = None,
+        allow_save: bool = True,
         max_rows: int = 500,
         record_limit: int = RECORD_LIMIT,
         quit_timeout_s: float = 3.0,
@@ -113,6 +114,8 @@ class EmotionApp(App[None]):
         self.emotion_labels = list(labels)
         self.palette = Palette(self.emotion_labels)
         self.save_dir = Path(save_dir) if save_dir is not None else Path("recordings")
+        #: False (``--no-save``): the save key writes nothing, for sessions that must leave no file.
+        self.allow_save = allow_save
         self.max_rows, self.record_limit, self.quit_timeout_s = max_rows, record_limit, quit_timeout_s
         self.stop, self.paused, self.pipeline_done = threading.Event(), threading.Event(), threading.Event()
         self._writer = JsonlWriter(jsonl_path) if jsonl_path is not None else None
@@ -317,6 +320,9 @@ class EmotionApp(App[None]):
         self.query_one(Timeline).details = self.details
 
     def action_save(self) -> None:
+        if not self.allow_save:
+            self.notify("saving is off (--no-save): nothing was written", severity="warning")
+            return
         lines = list(self._record)
         if not lines:
             self.notify("nothing to save yet", severity="warning")

@@ -182,6 +182,20 @@ def test_api_and_cli_give_identical_events(tracker, tmp_path):
     assert [comparable(e) for e in pushed + tracker.flush()] == [comparable(e) for e in api]
 
 
+@pytest.mark.slow
+def test_api_and_cli_give_identical_events_one_speaker_per_channel(tracker, tmp_path):
+    from streamer.cli import main
+    from streamer.export import read_jsonl
+
+    stereo = ROOT / "recordings" / "demo-office-stereo.flac"
+    jsonl = tmp_path / "cli.jsonl"
+    args = ["--replay", str(stereo), "--split-channels", "--speed", "max", "--no-ui", "--jsonl", str(jsonl)]
+    assert main(args) == 0
+    api = list(tracker.track(stereo, split_channels=True))
+    assert {e.speaker for e in api} == {"A", "B"}
+    assert [comparable(e) for e in api] == [comparable(e) for e in read_jsonl(jsonl)]
+
+
 def readme_example() -> str:
     text = (ROOT / "README.md").read_text()
     section = text[text.index("## From Python") :]

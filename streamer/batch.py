@@ -154,7 +154,7 @@ def process_file(
                 events.close()
                 result.error = "interrupted"
                 break
-    except (ValueError, OSError, RuntimeError) as exc:  # AudioError, decoding failures midway, a full disk
+    except Exception as exc:  # noqa: BLE001 - AudioError, decoding failures midway, a full disk: the next file goes on
         result.error = " ".join(str(exc).split()) or type(exc).__name__
         log.info("%s failed: %s", path, result.error)
     finally:
@@ -165,7 +165,7 @@ def process_file(
             write_report(result.events, report, path.stem, tracker.labels, tracker.description)
             if exported:
                 export(result.events, exported[0], outputs.export_format)
-        except (OSError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - the JSONL is written; the next file goes on
             result.error = result.error or f"could not write its outputs ({exc})"
     result.seconds = time.perf_counter() - t0
     return result

@@ -258,7 +258,7 @@ def _write_export(events: list, args, prefix: str = "", description: dict[str, s
             continue
         try:
             written = write()
-        except (OSError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - a derived output (a plotting bug...) must not end in a traceback
             ok = False
             _say(
                 f"ser-live: error: could not write the {flag} file {path} ({_sentence(exc)}); "

@@ -31,6 +31,8 @@ class FakeTracker:
 
     def track(self, path: Path):
         kind = path.read_bytes()[:4]
+        if kind == b"BUG!":
+            raise KeyError("an unexpected bug")  # not a ValueError: the batch still goes on
         if kind == b"BAD!":
             raise ValueError(f"cannot decode the audio of {path}; the file looks corrupt")
 
@@ -57,7 +59,7 @@ def files(tmp_path, monkeypatch):
     monkeypatch.setattr(streamer.audio, "FileSource", Probe)
     folder = tmp_path / "in"
     folder.mkdir()
-    for name, content in [("a.wav", b"GOOD"), ("b.mp3", b"BAD!"), ("c.flac", b"HALF")]:
+    for name, content in [("a.wav", b"GOOD"), ("b.mp3", b"BAD!"), ("c.flac", b"HALF"), ("d.ogg", b"BUG!")]:
         (folder / name).write_bytes(content)
     (folder / "notes.txt").write_text("not a recording")
     return folder
@@ -67,11 +69,12 @@ def test_a_failing_file_is_one_line_and_the_others_go_on(files, tmp_path):
     lines: list[tuple[str, bool]] = []
     outputs = BatchOutputs(tmp_path / "out", export_format="csv")
     inputs = collect_inputs([files])
-    assert [p.name for p in inputs] == ["a.wav", "b.mp3", "c.flac"]  # notes.txt ignored
+    assert [p.name for p in inputs] == ["a.wav", "b.mp3", "c.flac", "d.ogg"]  # notes.txt ignored
     outputs.check(output_names(inputs))
     results = run_batch(FakeTracker(), inputs, outputs, lambda line, err: lines.append((line, err)))
-    assert [r.error is None for r in results] == [True, False, False]
-    assert [err for _, err in lines] == [False, True, True] and all("\n" not in line for line, _ in lines)
+    assert [r.error is None for r in results] == [True, False, False, False]
+    assert [err for _, err in lines] == [False, True, True, True] and all("\n" not in line for line, _ in lines)
+    assert "d.ogg: 'an unexpected bug'" in lines[3][0]
     assert "b.mp3: cannot decode" in lines[1][0] and "the other files go on" in lines[1][0]
     assert "2 utterances before it kept" in lines[2][0]
     out = tmp_path / "out"

@@ -198,7 +198,11 @@ class Transcriber:
         self._suppress = list(get_suppressed_tokens(self._tokenizer, [-1]))
         log.info(
             "Whisper %s from %s on %s (%s), encoder window >= %.0f s",
-            self.name, source, self.device, self.compute_type, self.policy.min_window_s,
+            self.name,
+            source,
+            self.device,
+            self.compute_type,
+            self.policy.min_window_s,
         )
 
     @staticmethod

@@ -17,23 +17,11 @@ import threading
 from pathlib import Path
 
 from streamer.guards import check_outputs, export_path, stop_on_signals
+from streamer.options import BUNDLED_MODEL, COMPUTE_TYPES, check_model_options  # noqa: F401 - BUNDLED_MODEL re-exported
 
 log = logging.getLogger("ser-live")
 
-BUNDLED_MODEL = Path(__file__).parent / "assets" / "default.pt"
-#: What CTranslate2 accepts as a compute type (``auto``: ser-live's choice, int8 on CPU).
-COMPUTE_TYPES = (
-    "auto",
-    "default",
-    "int8",
-    "int8_float32",
-    "int8_float16",
-    "int8_bfloat16",
-    "int16",
-    "float16",
-    "bfloat16",
-    "float32",
-)
+
 #: Settings whose errors name a config field: the flag the user typed instead.
 _FLAGS = {
     "block_ms": "--block-ms",
@@ -46,10 +34,34 @@ _FLAGS = {
 }
 
 
+class _Replay(argparse.Action):
+    """``--replay`` keeps every path in ``replays``; ``replay`` is the one recording of a
+    single-file session (None with several), as the rest of the command expects."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        namespace.replays = list(values)
+        namespace.replay = values[0] if len(values) == 1 else None
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="ser-live", description="Real-time conversational speech emotion tracker")
+    ap.set_defaults(replays=[])
     src = ap.add_argument_group("input")
-    src.add_argument("--replay", type=Path, metavar="FILE", help="replay a recording instead of the microphone")
+    src.add_argument(
+        "--replay",
+        type=Path,
+        nargs="+",
+        action=_Replay,
+        metavar="FILE",
+        help="replay a recording instead of the microphone; several files or folders with --out-dir",
+    )
+    src.add_argument(
+        "--out-dir",
+        type=Path,
+        default=None,
+        help="replay every --replay recording (a folder: its audio and video files) as fast as possible, models "
+        "loaded once, writing <name>.jsonl, <name>.html (and --export) per recording and summary.csv here",
+    )
     src.add_argument("--speed", choices=("realtime", "max"), default="realtime", help="replay pace")
     src.add_argument("--split-channels", action="store_true", help="each stereo channel is one speaker")
     src.add_argument("--device", default=None, help="microphone by index or name (see --list-devices)")
@@ -95,11 +107,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="where --export writes (default: next to the --replay input, or to the --record file, with the "
         "format's suffix; session.<format> in the current folder otherwise)",
     )
+    out.add_argument(
+        "--report",
+        type=Path,
+        default=None,
+        metavar="FILE.html",
+        help="write a self-contained HTML report at the end: emotion timeline per speaker, emotion shares, transcript",
+    )
+    out.add_argument("--plot", type=Path, default=None, metavar="FILE.png", help="write the emotion timeline as a PNG")
     out.add_argument("--record", type=Path, default=None, help="record the captured audio to this FLAC file")
     out.add_argument(
         "--overwrite", action="store_true", help="let --record and --export replace existing files (never the input)"
     )
     out.add_argument("--save-dir", type=Path, default=Path("recordings"), help="where the UI's save key writes")
+    out.add_argument("--no-save", action="store_true", help="the UI's save key writes nothing (no file is left)")
     out.add_argument("-v", "--verbose", action="store_true")
     return ap
 
@@ -129,83 +150,61 @@ def check_options(args) -> None:
     """Options that would otherwise fail deep inside a library, with a message naming the wrong thing."""
     if args.block_ms <= 0:
         raise ValueError(f"--block-ms must be a positive number of milliseconds, got {args.block_ms}")
+    if len(args.replays) > 1:
+        raise ValueError("several --replay recordings need --out-dir, where each gets its own outputs")
     if args.replay is not None:
         if args.replay.is_dir():
-            raise ValueError(f"--replay {args.replay} is a folder; give an audio or video file")
+            raise ValueError(
+                f"--replay {args.replay} is a folder; give an audio or video file, or --out-dir to replay every "
+                "recording in it"
+            )
         if not args.replay.is_file():
             raise ValueError(f"no such recording: {args.replay}; check the path given to --replay")
-    if args.compute_type not in COMPUTE_TYPES:
-        raise ValueError(
-            f"--compute-type {args.compute_type!r} is not a CTranslate2 compute type; use one of "
-            f"{', '.join(COMPUTE_TYPES)}"
-        )
-    device = args.compute_device
-    if device not in ("auto", "cpu") and not re.fullmatch(r"cuda(:\d+)?", device):
-        raise ValueError(f"--compute-device {device!r} is not a device; use auto, cpu, cuda or cuda:N")
-    if device.startswith("cuda"):
-        import torch
+    check_model_options(
+        args.asr_model,
+        args.compute_device,
+        args.compute_type,
+        names={"asr_model": "--asr-model", "device": "--compute-device", "compute_type": "--compute-type"},
+    )
 
-        if not torch.cuda.is_available():
-            raise ValueError(
-                f"--compute-device {device} asks for a CUDA GPU but none is available; use --compute-device auto or cpu"
-            )
-    asr = Path(args.asr_model).expanduser()
-    if asr.is_file():
-        raise ValueError(
-            f"--asr-model {args.asr_model} is a file; give a faster-whisper model folder (holding model.bin) or tiny.en"
-        )
+
+def _tracker(args, segmenter):
+    """The models, loaded once, with the command's options."""
+    from streamer.api import EmotionTracker
+
+    return EmotionTracker(
+        args.model,
+        asr_model=args.asr_model,
+        device=args.compute_device,
+        compute_type=args.compute_type,
+        language=args.language,
+        text_encoder=args.text_encoder,
+        segmenter=segmenter,
+        split_channels=args.split_channels,
+    )
 
 
 def build_pipeline(args):
-    """Everything the session needs, or a one-sentence ValueError (bad path, bad model, no device...)."""
-    import dataclasses
+    """Everything the session needs, or a one-sentence ValueError (bad path, bad model, no device...).
 
-    import models
-    from streamer.asr import EncodePolicy, Transcriber
+    The models come from :class:`streamer.api.EmotionTracker`, the Python API: the command
+    only adds what a terminal session has (the paced source, the recording, the UI)."""
     from streamer.audio import FileSource, Recorder
-    from streamer.features import FeatureExtractor
     from streamer.microphone import MicrophoneSource
-    from streamer.pipeline import LivePipeline, PipelineConfig, UtteranceProcessor
+    from streamer.pipeline import PipelineConfig
 
     check_options(args)
     check_outputs(args)
     seg = _segmenter_config(args)
-    if args.replay is not None:
+    if args.replay is not None:  # the input is checked before the models load (seconds)
         source = FileSource(args.replay, block_ms=args.block_ms, speed=args.speed, split_channels=args.split_channels)
     else:
         source = MicrophoneSource(args.device, block_ms=args.block_ms)
-    model_path = args.model or BUNDLED_MODEL
-    if args.model is None and not BUNDLED_MODEL.is_file():
-        raise ValueError("this installation has no bundled model; pass a checkpoint with --model")
-    ck = models.load(model_path, device=args.compute_device)
-    pipeline = ck.pipeline
-    if args.text_encoder and pipeline.text is not None:
-        pipeline = dataclasses.replace(pipeline, text=dataclasses.replace(pipeline.text, encoder=args.text_encoder))
-    policy = None
-    if pipeline.whisper is not None:  # transcribe under the checkpoint's encode policy: one encoder pass
-        policy = EncodePolicy(pipeline.whisper.min_window_s, pipeline.whisper.pad_s)
-    transcriber = Transcriber(
-        args.asr_model,
-        device=args.compute_device,
-        compute_type=args.compute_type,
-        language=args.language,
-        policy=policy,
-    )
-    features = FeatureExtractor(pipeline, device=args.compute_device, whisper_encoder=transcriber)
-    if pipeline.whisper is not None and not features.shares_encoder:
-        logging.getLogger("ser-live").warning(
-            "--asr-model %s is not the checkpoint's audio encoder (%s): the audio features take a second "
-            "Whisper encoder pass per utterance",
-            args.asr_model,
-            pipeline.whisper.encoder,
-        )
+    tracker = _tracker(args, seg)
     recorder = Recorder(args.record) if args.record else None
-    device = str(next(ck.model.parameters()).device)
-    description = {"model": f"{ck.model.name} ({model_path.name})", "device": device, "asr": args.asr_model}
-    processor = UtteranceProcessor(ck, features, transcriber)
     speculate = not args.no_speculate and not (args.replay is not None and args.speed == "max")
     config = PipelineConfig(speculate=speculate, overlap=not args.no_speculate)
-    return LivePipeline(source, processor, seg, config, recorder=recorder, description=description), ck
+    return tracker.live_pipeline(source, recorder=recorder, config=config), tracker.checkpoint
 
 
 class Collecting:
@@ -242,19 +241,33 @@ def export_timeline(events: list, args) -> Path:
     return export(events, export_path(args), args.export)
 
 
-def _write_export(events: list, args, prefix: str = "") -> bool:
-    """Write ``--export`` (whatever else failed); one sentence and False when it cannot be written."""
-    try:
-        path = export_timeline(events, args)
-    except (OSError, ValueError) as exc:
-        _say(
-            f"ser-live: error: could not write the --export file {export_path(args)} "
-            f"({_sentence(exc)}); the other outputs are complete",
-            sys.stderr,
-        )
-        return False
-    _say(f"{prefix}wrote {path}", sys.stderr)
-    return True
+def _write_export(events: list, args, prefix: str = "", description: dict[str, str] | None = None) -> bool:
+    """Write ``--export``, ``--report`` and ``--plot`` (whatever else failed); one sentence per
+    output that cannot be written, and False when any could not."""
+    from streamer.report import write_plot, write_report
+
+    title = args.replay.stem if args.replay is not None else "ser-live session"
+    outputs = [
+        ("--export", export_path(args), lambda: export_timeline(events, args)),
+        ("--report", args.report, lambda: write_report(events, args.report, title, description=description)),
+        ("--plot", args.plot, lambda: write_plot(events, args.plot)),
+    ]
+    ok = True
+    for flag, path, write in outputs:
+        if path is None:
+            continue
+        try:
+            written = write()
+        except Exception as exc:  # noqa: BLE001 - a derived output (a plotting bug...) must not end in a traceback
+            ok = False
+            _say(
+                f"ser-live: error: could not write the {flag} file {path} ({_sentence(exc)}); "
+                "the other outputs are complete",
+                sys.stderr,
+            )
+            continue
+        _say(f"{prefix}wrote {written}", sys.stderr)
+    return ok
 
 
 def _say(line: str, stream=None) -> None:
@@ -312,7 +325,8 @@ def run_headless(pipeline, args) -> int:
         if writer is not None:
             with contextlib.suppress(OSError):
                 writer.close()
-        if args.export and not _write_export(events, args, "# "):
+        describe = getattr(pipeline, "describe", None)  # any Pipeline; describe() is optional for the report
+        if not _write_export(events, args, "# ", describe() if describe is not None else None):
             status["error"] = True
     if received:
         return 128 + received[0]
@@ -349,15 +363,19 @@ def main(argv: list[str] | None = None) -> int:
 
             print(list_devices())
             return 0
+        if args.out_dir is not None:
+            from streamer.cli_batch import run_many
+
+            return run_many(args, _tracker)
         pipeline, ck = build_pipeline(args)
         if args.no_ui:
             return run_headless(pipeline, args)
         from streamer.ui import EmotionApp
 
         tee = Collecting(pipeline)
-        app = EmotionApp(tee, ck.labels, save_dir=args.save_dir, jsonl_path=args.jsonl)
+        app = EmotionApp(tee, ck.labels, save_dir=args.save_dir, jsonl_path=args.jsonl, allow_save=not args.no_save)
         app.run()
-        if args.export and not _write_export(tee.events, args):
+        if not _write_export(tee.events, args, description=pipeline.describe()):
             return 1
         return 128 + app.received_signal if app.received_signal else 0
     except (ValueError, OSError) as exc:  # AudioError, CheckpointError, FeatureError are ValueErrors

@@ -40,6 +40,7 @@ def check_outputs(args) -> None:
     ``--overwrite``; ``--jsonl`` appends by design), and its folder must exist and be writable."""
     export_flag = "--export-path" if args.export_path is not None else "--export"  # as the user typed it
     outputs = [("--record", args.record), ("--jsonl", args.jsonl), (export_flag, export_path(args))]
+    outputs += [("--report", getattr(args, "report", None)), ("--plot", getattr(args, "plot", None))]
     outputs = [(flag, path) for flag, path in outputs if path is not None]
     seen: list[tuple[str, Path]] = []
     for flag, path in outputs:
@@ -65,6 +66,11 @@ def check_outputs(args) -> None:
             raise ValueError(
                 f"{flag} {path}: cannot write in {folder} (read-only or no permission); give a writable path"
             )
+    report, plot = getattr(args, "report", None), getattr(args, "plot", None)
+    if report is not None and report.suffix.lower() not in (".html", ".htm"):
+        raise ValueError(f"--report writes HTML; give a path ending in .html, not {report.name}")
+    if plot is not None and plot.suffix.lower() != ".png":
+        raise ValueError(f"--plot writes PNG; give a path ending in .png, not {plot.name}")
     if args.record is not None and args.record.suffix.lower() != ".flac":
         raise ValueError(f"--record writes FLAC; give a path ending in .flac, not {args.record.name}")
 

@@ -100,6 +100,7 @@ class EmotionApp(App[None]):
         labels: list[str],
         save_dir: Path | None = None,
         jsonl_path: Path | None = None,
+        allow_save: bool = True,
         max_rows: int = 500,
         record_limit: int = RECORD_LIMIT,
         quit_timeout_s: float = 3.0,
@@ -110,8 +111,11 @@ class EmotionApp(App[None]):
             raise ValueError(f"max_rows ({max_rows}) and record_limit ({record_limit}) must be at least 1.")
         super().__init__()
         self.pipeline = pipeline
-        self.palette = Palette(list(labels))
+        self.emotion_labels = list(labels)
+        self.palette = Palette(self.emotion_labels)
         self.save_dir = Path(save_dir) if save_dir is not None else Path("recordings")
+        #: False (``--no-save``): the save key writes nothing, for sessions that must leave no file.
+        self.allow_save = allow_save
         self.max_rows, self.record_limit, self.quit_timeout_s = max_rows, record_limit, quit_timeout_s
         self.stop, self.paused, self.pipeline_done = threading.Event(), threading.Event(), threading.Event()
         self._writer = JsonlWriter(jsonl_path) if jsonl_path is not None else None
@@ -316,6 +320,9 @@ class EmotionApp(App[None]):
         self.query_one(Timeline).details = self.details
 
     def action_save(self) -> None:
+        if not self.allow_save:
+            self.notify("saving is off (--no-save): nothing was written", severity="warning")
+            return
         lines = list(self._record)
         if not lines:
             self.notify("nothing to save yet", severity="warning")
@@ -332,8 +339,26 @@ class EmotionApp(App[None]):
             log.exception("could not save the session to %s", directory)
             self.notify(f"could not save to {directory}: {e}", severity="error", markup=False)  # notify is thread-safe
             return
+        report = self._save_report(lines, path)
         self.last_saved = path
-        self.notify(f"saved {len(lines)} utterances to {path}", markup=False)
+        also = f" and {report.name}" if report is not None else ""
+        self.notify(f"saved {len(lines)} utterances to {path}{also}", markup=False)
+
+    def _save_report(self, lines: list[str], saved: Path) -> Path | None:
+        """The HTML report next to the saved JSONL (same name, .html): the session at a glance.
+        The JSONL is the record; a report that cannot be written is said, not fatal."""
+        import json
+
+        from streamer.export import event_from_dict
+        from streamer.report import write_report
+
+        try:
+            events = [event_from_dict(json.loads(line)) for line in lines]
+            return write_report(events, saved.with_suffix(".html"), labels=self.emotion_labels)
+        except (OSError, ValueError) as e:
+            log.warning("could not write the HTML report next to %s: %s", saved, e)
+            self.notify(f"could not write the HTML report: {e}", severity="warning", markup=False)
+            return None
 
     async def action_quit(self) -> None:
         self.stop.set()

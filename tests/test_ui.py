@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import io
 import threading
 import time
@@ -177,6 +178,8 @@ async def test_save_writes_session_jsonl_without_overwriting(tmp_path):
     assert first.parent == tmp_path / "rec" and first.name.startswith("session-") and first.suffix == ".jsonl"
     assert app.last_saved != first
     assert read_jsonl(first) == events and read_jsonl(app.last_saved) == events
+    report = first.with_suffix(".html").read_text()  # the save key also writes the picture of the session
+    assert "<svg" in report and all(html.escape(e.text) in report for e in events)
 
 
 async def test_save_with_nothing_recorded_writes_no_file(tmp_path):
@@ -384,3 +387,12 @@ def test_hbar_rolling_median_and_palette():
     p = Palette(["neutral", "joy"])
     assert p.code("joy") == 1 and p.code("other") == 2 and p.labels == ["neutral", "joy", "other"]
     assert p.colour("joy") == "yellow" and p.colour(None) == "grey50" and p.colour("other") != p.colour("joy")
+
+
+async def test_no_save_leaves_no_file(tmp_path):
+    app = EmotionApp(FakePipeline([utt(0)]), LABELS, save_dir=tmp_path / "rec", allow_save=False)
+    async with app.run_test() as pilot:
+        await until(pilot, lambda: app.utterance_count == 1)
+        await pilot.press("s")
+        await pilot.pause(0.5)  # a save would have written by now (its worker takes milliseconds)
+    assert app.last_saved is None and not (tmp_path / "rec").exists()

@@ -1,0 +1,51 @@
+"""Model options shared by the Python API and the command line, checked before anything loads.
+
+Light on purpose (no torch, no Whisper): ``ser-live --help`` and option errors must be instant.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+#: The HBAF checkpoint shipped in the package (see docs/model-card.md).
+BUNDLED_MODEL = Path(__file__).parent / "assets" / "default.pt"
+#: What CTranslate2 accepts as a compute type (``auto``: ser-live's choice, int8 on CPU).
+COMPUTE_TYPES = (
+    "auto",
+    "default",
+    "int8",
+    "int8_float32",
+    "int8_float16",
+    "int8_bfloat16",
+    "int16",
+    "float16",
+    "bfloat16",
+    "float32",
+)
+
+
+def check_model_options(asr_model: str, device: str, compute_type: str, names: dict[str, str] | None = None) -> None:
+    """Model options that would otherwise fail deep inside CTranslate2 or torch, as one sentence.
+
+    ``names`` maps ``asr_model``, ``device`` and ``compute_type`` to what the caller typed
+    (the CLI passes its flags), so the message names the thing to fix."""
+    n = {"asr_model": "asr_model", "device": "device", "compute_type": "compute_type", **(names or {})}
+    if compute_type not in COMPUTE_TYPES:
+        raise ValueError(
+            f"{n['compute_type']} {compute_type!r} is not a CTranslate2 compute type; use one of "
+            f"{', '.join(COMPUTE_TYPES)}"
+        )
+    if device not in ("auto", "cpu") and not re.fullmatch(r"cuda(:\d+)?", device):
+        raise ValueError(f"{n['device']} {device!r} is not a device; use auto, cpu, cuda or cuda:N")
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"{n['device']} {device} asks for a CUDA GPU but none is available; use {n['device']} auto or cpu"
+            )
+    if Path(asr_model).expanduser().is_file():
+        raise ValueError(
+            f"{n['asr_model']} {asr_model} is a file; give a faster-whisper model folder (holding model.bin) or tiny.en"
+        )

@@ -177,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("none", "speaker", "session", "mixed"),
         help="causal per-speaker normalisation of the audio vector (mixed: per speaker or per session)",
     )
+    tr.add_argument("--skip-test", action="store_true", help="train and validate only (score the test split later)")
     tr.add_argument("--norm-prior-weight", type=float, default=4.0, help="utterances' worth of trust in the prior")
 
     ev = sub.add_parser("evaluate", help="score a checkpoint on a dataset split")
@@ -278,6 +279,7 @@ def cmd_train(args) -> int:
             speaker_norm=args.speaker_norm,
             norm_prior_weight=args.norm_prior_weight,
             runs_dir=args.runs_dir,
+            splits=_roles_without_test(args.dataset) if args.skip_test else None,
         )
         m = run(cfg)
         v = m["validation"]
@@ -287,6 +289,13 @@ def cmd_train(args) -> int:
             f"(epoch {m['best_epoch']}, {m['seconds']} s) -> {args.runs_dir / cfg.name}"
         )
     return 0
+
+
+def _roles_without_test(dataset: str) -> tuple[str | None, str | None, None]:
+    from training.experiment import SPLIT_ROLES
+
+    train, val, _ = SPLIT_ROLES.get(dataset, ("train", "validation", "test"))
+    return train, val, None
 
 
 def cmd_evaluate(args) -> int:

@@ -246,31 +246,50 @@ class ResidualConnection(nn.Module):
 
 
 class MultimodalFusion(nn.Module):
-    """Bimodal attention -> dynamic filter gate -> residual connection, each switchable."""
+    """Bimodal attention -> dynamic filter gate -> residual connection, each switchable.
+
+    Which content each stream carries (eqs. 9-11): the audio gate mixes the self-attended
+    audio with eq. 9's cross attention, whose values are audio (text only chooses the
+    weights); the text gate likewise mixes text with text. So the full model has no path
+    that moves text *content* into h_a or audio content into h_l.
+
+    ``bimodal_attention=False`` removes the four attentions and nothing else: each one is
+    replaced by its value sequence at the same position, so the audio gate sees H_a for
+    both its own and its cross input, and the text gate H_l for both. A gate over two
+    equal inputs is the identity (G x + (1 - G) x = x), so it is not built; each stream
+    goes straight to its residual block, and h_a stays a function of audio alone. (An
+    earlier version fed raw H_l into the audio gate here, a text content path the full
+    model never has, so that ablation did not measure the attention alone.)
+    """
 
     def __init__(self, cfg: HBAFConfig) -> None:
         super().__init__()
         self.cfg = cfg
         d = cfg.d_model
         self.attention = BimodalAttentionNetwork(cfg) if cfg.bimodal_attention else None
-        self.gate_a = DynamicFilterGate(d) if cfg.filter_gate else None
-        self.gate_l = DynamicFilterGate(d) if cfg.filter_gate else None
+        gated = cfg.filter_gate and cfg.bimodal_attention
+        self.gate_a = DynamicFilterGate(d) if gated else None
+        self.gate_l = DynamicFilterGate(d) if gated else None
         self.residual_a = ResidualConnection(d, cfg.ffn_dim, cfg.dropout) if cfg.residual else None
         self.residual_l = ResidualConnection(d, cfg.ffn_dim, cfg.dropout) if cfg.residual else None
 
     def forward(self, h_a: Tensor, h_l: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         """H_a, H_l (B, U, D) -> h_a, h_l (B, U, D)."""
-        if self.attention is not None:
-            z_a, z_l, z_al, z_la = self.attention(h_a, h_l, mask)
-        else:  # without bimodal attention the gate mixes the raw representations
-            z_a, z_l, z_al, z_la = h_a, h_l, h_a, h_l
+        if self.attention is None:  # each attention -> its values: own and cross input are the stream itself
+            star_a, star_l = h_a, h_l
+        else:
+            star_a, star_l = self._gate(*self.attention(h_a, h_l, mask))
+        if self.residual_a is not None:
+            return self.residual_a(h_a, star_a), self.residual_l(h_l, star_l)
+        return star_a, star_l
+
+    def _gate(self, z_a: Tensor, z_l: Tensor, z_al: Tensor, z_la: Tensor) -> tuple[Tensor, Tensor]:
+        """Eqs. 10-13 on the attention outputs: audio with eq. 9's audio values, text with eq. 8's text values."""
         if self.gate_a is not None:
             star_a = self.gate_a(z_a, z_la)  # eqs. 10-11
             star_l = self.gate_l(z_l, z_al)  # eqs. 12-13
         else:  # without the gate: unweighted mean of own and cross information
             star_a, star_l = (z_a + z_la) / 2, (z_l + z_al) / 2
-        if self.residual_a is not None:
-            return self.residual_a(h_a, star_a), self.residual_l(h_l, star_l)
         return star_a, star_l
 
 

@@ -45,11 +45,15 @@ class MCFNConfig:
     text_width: int = 256
     #: Width of the T1/T2 maps of the temporal attention branch (eq. 1).
     dual_qk_dim: int = 32
+    #: Section 3: "the hidden units for multihead attention is set to 128 and the number of head is set to 4".
     coattention_heads: int = 4
-    #: Eq. 3 as written, a = tanh(U^T s_i + V^T t_j + b) (one scalar per head), is "eq3"; the paper's
-    #: "128 hidden units" suggest the additive form a = w^T tanh(U s_i + V t_j + b), "additive", which
-    #: costs a (words x frames x hidden) tensor per utterance.
-    coattention_score: str = "eq3"
+    #: "additive" (default), a = w^T tanh(U s_i + V t_j + b) with ``coattention_hidden`` units split over the
+    #: heads: the only reading of eq. 3 that has the paper's 128 hidden units. "eq3" is eq. 3 taken literally,
+    #: one scalar tanh(u.s_i + v.t_j + b) per head, which ranks the frames the same way for every word (tanh is
+    #: monotone in u.s_i) and keeps the weights within a factor e^2 of each other: close to fixed pooling.
+    #: It stays as a switch (checkpoints written before the default changed store "eq3" and load as they were).
+    #: The additive form costs a (words x frames x hidden) tensor per utterance.
+    coattention_score: str = "additive"
     coattention_hidden: int = 128
     #: Eq. 7 subtracts and the adjustment adds S and S^c, but S has one column per frame and S^c one per
     #: word. "utterance": both are mean-pooled first; "sequence": S is taken on the word grid (S~, eq. 4).
@@ -220,6 +224,8 @@ class CoAttentionAlignment(nn.Module):
     """Eqs. 3-4: each word t_j (the query) attends over the frames; s~_j = sum_i alpha_{i,j} s_i per head.
 
     The heads split the channels of s_i (eq. 4 weights s_i itself, no value projection).
+    Score form (see ``MCFNConfig.coattention_score``): by default the additive one with the
+    paper's 4 heads and 128 hidden units, so each word can rank the frames its own way.
     """
 
     def __init__(self, q: int, d: int, cfg: MCFNConfig) -> None:
@@ -232,15 +238,21 @@ class CoAttentionAlignment(nn.Module):
         additive = cfg.coattention_score == "additive"
         self.w = nn.Parameter(torch.randn(self.heads, per_head) / per_head**0.5) if additive else None
 
-    def forward(self, s: Tensor, s_mask: Tensor, t: Tensor) -> Tensor:
-        """S (N, n, q), frame mask (N, n), T (N, m, d) -> S~ (N, m, q)."""
-        n_utt, n, q = s.shape
+    def weights(self, s: Tensor, s_mask: Tensor, t: Tensor) -> Tensor:
+        """S (N, n, q), frame mask (N, n), T (N, m, d) -> alpha (N, m, n, H): word j's weights over the frames."""
+        n_utt, n, _ = s.shape
         m, h = t.shape[1], self.heads
         a = torch.tanh(self.v(t)[:, :, None, :] + self.u(s)[:, None, :, :])  # eq. 3: (N, m, n, hidden)
         if self.w is not None:
             a = (a.view(n_utt, m, n, h, -1) * self.w).sum(-1)
-        alpha = masked_softmax(a, s_mask[:, None, :, None], dim=2)  # eq. 4, over frames: (N, m, n, H)
-        return torch.einsum("bjih,bihc->bjhc", alpha, s.view(n_utt, n, h, q // h)).reshape(n_utt, m, q)
+        return masked_softmax(a, s_mask[:, None, :, None], dim=2)  # eq. 4, over frames
+
+    def forward(self, s: Tensor, s_mask: Tensor, t: Tensor) -> Tensor:
+        """S (N, n, q), frame mask (N, n), T (N, m, d) -> S~ (N, m, q)."""
+        n_utt, n, q = s.shape
+        h = self.heads
+        alpha = self.weights(s, s_mask, t)
+        return torch.einsum("bjih,bihc->bjhc", alpha, s.view(n_utt, n, h, q // h)).reshape(n_utt, t.shape[1], q)
 
 
 class CrossModalExcitation(nn.Module):

@@ -270,6 +270,39 @@ def test_each_hbaf_ablation_removes_its_block(switch, batch):
         assert not torch.allclose(full(batch).logits, cut(batch).logits)
 
 
+def audio_stream_grad_wrt_text(m, batch):
+    """d(random projection of h_a at real utterances) / d(text inputs), and the outputs with every text vector
+    changed. (A plain sum would not do: h_a leaves a LayerNorm, whose outputs sum to a constant at init.)"""
+    text = batch.text.clone().requires_grad_(True)
+    out = m(dataclasses.replace(batch, text=text))
+    h_a = out.reps["h_a"][batch.mask]
+    probe = torch.randn(h_a.shape, generator=torch.Generator().manual_seed(0))
+    (grad,) = torch.autograd.grad((h_a * probe).sum(), text, allow_unused=True)
+    changed = m(dataclasses.replace(batch, text=batch.text * -3.0 + 1.0))
+    return (torch.zeros_like(text) if grad is None else grad), out, changed
+
+
+@pytest.mark.parametrize("mode", ["offline", "online"])
+def test_no_bimodal_attention_leaves_no_text_content_path_into_audio(mode, batch):
+    """Without bimodal attention h_a is a function of audio alone (issue 14.1): no raw h_l into the audio gate."""
+    m = tiny("hbaf", mode, bimodal_attention=False)
+    grad, out, changed = audio_stream_grad_wrt_text(m, batch)
+    assert not grad.any()
+    torch.testing.assert_close(changed.reps["h_a"], out.reps["h_a"], atol=0, rtol=0)
+    assert not torch.allclose(changed.reps["h_l"], out.reps["h_l"])  # the text stream itself does move
+    assert not torch.allclose(changed.logits, out.logits)
+
+
+def test_full_hbaf_audio_stream_takes_only_weights_from_text(batch):
+    """The reference the ablation is measured against: with bimodal attention, text moves h_a only through the
+    attention weights (eq. 9's values are audio), so with a one-utterance window it cannot move h_a at all."""
+    grad, _, _ = audio_stream_grad_wrt_text(tiny("hbaf", "offline"), batch)
+    assert grad.any()
+    grad, out, changed = audio_stream_grad_wrt_text(tiny("hbaf", "online", window=1), batch)
+    assert not grad.any()
+    torch.testing.assert_close(changed.reps["h_a"], out.reps["h_a"], atol=1e-6, rtol=1e-5)
+
+
 @pytest.mark.parametrize("modality", ["audio", "text"])
 def test_unimodal_hbaf(modality, batch):
     m = tiny("hbaf", "offline", modalities=modality)

@@ -37,13 +37,19 @@ class HBAFConfig:
     transformer_ff: int = 1024
     gru_hidden: int = 512
     #: Width of optional per-utterance commonsense vectors (0: not used; the GRUs
-    #: then get the attentive context with the utterance's own text vector).
+    #: then get the attentive context with the utterance's own text vector). The paper's
+    #: COMET relations are not available offline: see TextContextNetwork.
     commonsense_dim: int = 0
     #: Eq. 2 leaves the score of u_i open: "query" scores u_i against the current
     #: utterance, "vector" against a learned vector.
     attention_score: str = "query"
-    #: Per-speaker internal state (GRU_i), DialogueRNN-style, when speakers are known.
-    speaker_state: bool = False
+    #: Per-speaker internal state (GRU_i, eq. 5), DialogueRNN-style: each participant's state
+    #: carries over from their own previous turn. On by default; it takes effect wherever the
+    #: batch knows speakers (a speaker column in the data, one stereo channel per speaker live).
+    #: Data that cannot tell speakers apart give every utterance speaker 0, and one speaker's
+    #: state is exactly the shared GRU_i. False: one GRU_i state shared by all speakers.
+    #: (Checkpoints written before this default store False and load unchanged.)
+    speaker_state: bool = True
     max_speakers: int = 8
     fusion_heads: int = 1
     ffn_dim: int = 1024
@@ -131,7 +137,17 @@ class SoftAttention(nn.Module):
 
 
 class TextContextNetwork(nn.Module):
-    """Soft attention (eqs. 1-3) + external/internal/purpose GRUs (eqs. 4-6) -> H_l."""
+    """Soft attention (eqs. 1-3) + external/internal/purpose GRUs (eqs. 4-6) -> H_l.
+
+    Deviation: the paper feeds GRU_e, GRU_i and GRU_p the attentive context with one COMET
+    commonsense relation each (external, internal, purpose). COMET is not available
+    offline (no model download at run time, and none is bundled), so by default each GRU
+    gets the attentive context concatenated with its own learned linear view of the
+    utterance's text vector (``relations[k](text)``): three projections of one vector, no
+    commonsense knowledge. With ``commonsense_dim`` > 0 the three relations come from
+    per-utterance commonsense vectors a feature provider supplies instead, as the paper has.
+    GRU_i is per speaker (``speaker_state``) where the batch carries speakers.
+    """
 
     def __init__(self, cfg: HBAFConfig) -> None:
         super().__init__()

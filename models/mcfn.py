@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from models.base import ContextConfig, EmotionModel, ModelOutput, last_valid
 from models.batch import Batch, scatter_windows
-from models.blocks import masked_mean
+from models.blocks import masked_mean, modality_masks, scatter, trim
 
 MODALITIES = ("both", "audio", "text")
 COATTENTION_SCORES = ("eq3", "additive")
@@ -418,34 +418,6 @@ def decision_fusion(logits: tuple[Tensor, ...], weights: tuple[float, ...]) -> T
     return torch.logsumexp(torch.stack(terms), 0)
 
 
-def modality_masks(batch: Batch) -> tuple[Tensor | None, Tensor | None]:
-    """Valid frames (B, U, T) and tokens (B, U, L): padding, padded utterances and absent modalities excluded."""
-    out = []
-    for seq, present in ((batch.frame_mask, batch.audio_present), (batch.token_mask, batch.text_present)):
-        if seq is not None:
-            seq = seq & batch.mask[..., None]
-            if present is not None:
-                seq = seq & present[..., None]
-        out.append(seq)
-    return out[0], out[1]
-
-
-def trim(x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-    """Drop trailing positions no utterance uses (exact: padding never matters); keep at least one."""
-    used = mask.any(0).nonzero()
-    length = int(used[-1]) + 1 if len(used) else 1
-    if x.shape[1] == 0:  # no utterance has any frame (token): one empty position keeps the shapes valid
-        return x.new_zeros(x.shape[0], 1, *x.shape[2:]), mask.new_zeros(mask.shape[0], 1)
-    return x[:, :length], mask[:, :length]
-
-
 def pad_to(x: Tensor, length: int) -> Tensor:
     """(N, m, D) -> (N, length, D) with zeros after position m."""
     return F.pad(x, (0, 0, 0, length - x.shape[1]))
-
-
-def scatter(x: Tensor, sel: Tensor, shape: tuple[int, int]) -> Tensor:
-    """Per-utterance values (N, ...) of the valid utterances -> (B, U, ...), zero at padding."""
-    out = x.new_zeros(shape + tuple(x.shape[1:]))
-    out[sel] = x
-    return out

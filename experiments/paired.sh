@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The paired-data comparison of docs/results.md. Usage: [ONLY="bclstm mcfn"] bash experiments/paired.sh [SEEDS...]
 # ONLY restricts the run to the named rows (their --name). PY=... picks the interpreter (default .venv/bin/python).
+# EXTRA adds flags to every row, e.g. EXTRA="--epochs 2" caps the epochs (docs/results.md says where that was done).
 # Every row uses the compact recipe (`--recipe compact`: Adam lr 5e-4, L2 3e-4, 32 dialogues a batch, patience 6,
 # at most 40 epochs, and each model's compact widths, see training/recipes.py) so that the whole table trains on a
 # 2-core CPU; each paper's own settings are `--recipe paper`, the default of `python -m training train`.
@@ -17,7 +18,8 @@ T() {
   local args=("$@") name="" i
   for ((i = 0; i < ${#args[@]} - 1; i++)); do [[ ${args[i]} == --name ]] && name=${args[i + 1]}; done
   if [[ -n ${ONLY:-} && " ${ONLY} " != *" ${name} "* ]]; then return 0; fi
-  "$PY" -m training train "$@" "${COMMON[@]}"
+  # shellcheck disable=SC2086
+  "$PY" -m training train "$@" "${COMMON[@]}" ${EXTRA:-}
 }
 
 T --model text --name text

@@ -74,7 +74,8 @@ _COMPACT_TRAIN = dict(max_epochs=40, batch_size=32, lr=5e-4, weight_decay=3e-4, 
 _COMPACT_WIDTHS = {
     "hbaf": dict(d_model=128, lstm_hidden=64, transformer_ff=256, gru_hidden=128, ffn_dim=256),
     "bcaf": dict(d_model=128, latent_dim=128, heads=4, ffn_dim=256, attention_layers=1),
-    "gca": dict(d_model=128, ffn_dim=256, shared_dim=64),
+    # frame_stride 4: the utterance-level GCA attends over 25 frames a second (the paper's wav2vec 2.0 gives 50)
+    "gca": dict(d_model=128, ffn_dim=256, shared_dim=64, frame_stride=4),
     "mcfn": dict(conv_channels=(64, 64, 64), text_width=128),
 }
 _COMPACT = {

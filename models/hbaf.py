@@ -5,6 +5,13 @@ audio context network, text context network, bimodal attention network,
 dynamic filter gate, residual connection, and the classifier over
 ``h_m = [h_a; h_l]``. The inter-modal contrastive loss (eqs. 18-21) lives in
 :mod:`training.losses`; this module exposes ``h_a``, ``h_l`` and ``h_m`` for it.
+
+Deviations from the paper: the text vector is the bundled MiniLM's (384-d, mean of
+the last 4 layers), not RoBERTa-large's; COMET is not available offline, so the
+state GRUs get linear views of the text vector instead of commonsense relations
+unless a provider supplies them (TextContextNetwork); eqs. 14-17 are Add & Norm
+(ResidualConnection); the live default is ``online`` context over the last K
+utterances, the paper's is the whole dialogue (``offline``).
 """
 
 from __future__ import annotations

@@ -12,6 +12,13 @@ Every sequence op is masked, so padded frames or tokens never change an output: 
 streaming window pads an utterance differently from a training batch. An optional
 GRU over the utterance vectors adds dialogue context (NOTES: "may be combined with
 the context networks"); without it each utterance is classified on its own.
+
+Deviations from the paper: no spectrogram augmentation (random time-frequency masks)
+before the log-mel deltas; the text encoder is the bundled MiniLM's frozen token
+states (384-d), not a fine-tuned RoBERTa (768-d); the operands of the mutual adjustment
+are compared per utterance by default (``adjustment_level``, eq. 7 leaves it open).
+Co-attention is the additive form with the paper's 4 heads and 128 hidden units
+(``coattention_score``; eq. 3 taken literally is ``eq3``).
 """
 
 from __future__ import annotations

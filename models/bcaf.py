@@ -11,6 +11,12 @@ per-head logits, latent codes and reconstructions for them in ``reps``.
 
 The attention runs over the utterances of the dialogue (the paper's context), so
 the base class's ``online`` windows bound what each prediction sees.
+
+Deviations from the paper: the audio input is HBAF's 512 selected openSMILE
+functionals, not wav2vec-large, and the text input the bundled MiniLM's sentence
+vector, not RoBERTa (both projected to ``d_model``); the paper's training (Adam 1e-4,
+L2 1e-4, dropout 0.3, patience 15) is ``--recipe paper`` (the default), its batch size
+is not given (32 here). Choices the paper leaves open are config fields, named below.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from models.base import ContextConfig
+from models.batch import Batch
 
 
 class ScaledDotAttention(nn.Module):
@@ -67,13 +68,15 @@ def config_from_dict(cls: type, values: dict[str, Any]):
     """Rebuild a (frozen) config dataclass saved with ``dataclasses.asdict``.
 
     Unknown keys are an error: a checkpoint written by a different model version
-    should fail loudly rather than silently drop settings.
+    should fail loudly rather than silently drop settings. A field missing from the
+    saved dict gets the class's ``SAVED_BEFORE`` value when it names one (the value
+    that reproduces checkpoints written before the field existed), else its default.
     """
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
         raise ValueError(f"{cls.__name__} has no fields {unknown}")
-    kwargs = dict(values)
+    kwargs = {**{k: v for k, v in getattr(cls, "SAVED_BEFORE", {}).items() if k not in values}, **values}
     if isinstance(kwargs.get("context"), dict):
         kwargs["context"] = ContextConfig(**kwargs["context"])
     for key, value in kwargs.items():
@@ -103,4 +106,35 @@ def run_packed(rnn: nn.Module, x: Tensor, mask: Tensor) -> Tensor:
     packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
     out, _ = rnn(packed)
     out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
+    return out
+
+
+# ---- per-utterance sequences (frames, tokens): MCFN and GCA classify each utterance from its own
+
+
+def modality_masks(batch: Batch) -> tuple[Tensor | None, Tensor | None]:
+    """Valid frames (B, U, T) and tokens (B, U, L): padding, padded utterances and absent modalities excluded."""
+    out = []
+    for seq, present in ((batch.frame_mask, batch.audio_present), (batch.token_mask, batch.text_present)):
+        if seq is not None:
+            seq = seq & batch.mask[..., None]
+            if present is not None:
+                seq = seq & present[..., None]
+        out.append(seq)
+    return out[0], out[1]
+
+
+def trim(x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Drop trailing positions no utterance uses (exact: padding never matters); keep at least one."""
+    used = mask.any(0).nonzero()
+    length = int(used[-1]) + 1 if len(used) else 1
+    if x.shape[1] == 0:  # no utterance has any frame (token): one empty position keeps the shapes valid
+        return x.new_zeros(x.shape[0], 1, *x.shape[2:]), mask.new_zeros(mask.shape[0], 1)
+    return x[:, :length], mask[:, :length]
+
+
+def scatter(x: Tensor, sel: Tensor, shape: tuple[int, int]) -> Tensor:
+    """Per-utterance values (N, ...) of the valid utterances -> (B, U, ...), zero at padding."""
+    out = x.new_zeros(shape + tuple(x.shape[1:]))
+    out[sel] = x
     return out

@@ -5,6 +5,13 @@ audio context network, text context network, bimodal attention network,
 dynamic filter gate, residual connection, and the classifier over
 ``h_m = [h_a; h_l]``. The inter-modal contrastive loss (eqs. 18-21) lives in
 :mod:`training.losses`; this module exposes ``h_a``, ``h_l`` and ``h_m`` for it.
+
+Deviations from the paper: the text vector is the bundled MiniLM's (384-d, mean of
+the last 4 layers), not RoBERTa-large's; COMET is not available offline, so the
+state GRUs get linear views of the text vector instead of commonsense relations
+unless a provider supplies them (TextContextNetwork); eqs. 14-17 are Add & Norm
+(ResidualConnection); the live default is ``online`` context over the last K
+utterances, the paper's is the whole dialogue (``offline``).
 """
 
 from __future__ import annotations
@@ -37,13 +44,19 @@ class HBAFConfig:
     transformer_ff: int = 1024
     gru_hidden: int = 512
     #: Width of optional per-utterance commonsense vectors (0: not used; the GRUs
-    #: then get the attentive context with the utterance's own text vector).
+    #: then get the attentive context with the utterance's own text vector). The paper's
+    #: COMET relations are not available offline: see TextContextNetwork.
     commonsense_dim: int = 0
     #: Eq. 2 leaves the score of u_i open: "query" scores u_i against the current
     #: utterance, "vector" against a learned vector.
     attention_score: str = "query"
-    #: Per-speaker internal state (GRU_i), DialogueRNN-style, when speakers are known.
-    speaker_state: bool = False
+    #: Per-speaker internal state (GRU_i, eq. 5), DialogueRNN-style: each participant's state
+    #: carries over from their own previous turn. On by default; it takes effect wherever the
+    #: batch knows speakers (a speaker column in the data, one stereo channel per speaker live).
+    #: Data that cannot tell speakers apart give every utterance speaker 0, and one speaker's
+    #: state is exactly the shared GRU_i. False: one GRU_i state shared by all speakers.
+    #: (Checkpoints written before this default store False and load unchanged.)
+    speaker_state: bool = True
     max_speakers: int = 8
     fusion_heads: int = 1
     ffn_dim: int = 1024
@@ -140,7 +153,17 @@ class SoftAttention(nn.Module):
 
 
 class TextContextNetwork(nn.Module):
-    """Soft attention (eqs. 1-3) + external/internal/purpose GRUs (eqs. 4-6) -> H_l."""
+    """Soft attention (eqs. 1-3) + external/internal/purpose GRUs (eqs. 4-6) -> H_l.
+
+    Deviation: the paper feeds GRU_e, GRU_i and GRU_p the attentive context with one COMET
+    commonsense relation each (external, internal, purpose). COMET is not available
+    offline (no model download at run time, and none is bundled), so by default each GRU
+    gets the attentive context concatenated with its own learned linear view of the
+    utterance's text vector (``relations[k](text)``): three projections of one vector, no
+    commonsense knowledge. With ``commonsense_dim`` > 0 the three relations come from
+    per-utterance commonsense vectors a feature provider supplies instead, as the paper has.
+    GRU_i is per speaker (``speaker_state``) where the batch carries speakers.
+    """
 
     def __init__(self, cfg: HBAFConfig) -> None:
         super().__init__()
@@ -255,31 +278,50 @@ class ResidualConnection(nn.Module):
 
 
 class MultimodalFusion(nn.Module):
-    """Bimodal attention -> dynamic filter gate -> residual connection, each switchable."""
+    """Bimodal attention -> dynamic filter gate -> residual connection, each switchable.
+
+    Which content each stream carries (eqs. 9-11): the audio gate mixes the self-attended
+    audio with eq. 9's cross attention, whose values are audio (text only chooses the
+    weights); the text gate likewise mixes text with text. So the full model has no path
+    that moves text *content* into h_a or audio content into h_l.
+
+    ``bimodal_attention=False`` removes the four attentions and nothing else: each one is
+    replaced by its value sequence at the same position, so the audio gate sees H_a for
+    both its own and its cross input, and the text gate H_l for both. A gate over two
+    equal inputs is the identity (G x + (1 - G) x = x), so it is not built; each stream
+    goes straight to its residual block, and h_a stays a function of audio alone. (An
+    earlier version fed raw H_l into the audio gate here, a text content path the full
+    model never has, so that ablation did not measure the attention alone.)
+    """
 
     def __init__(self, cfg: HBAFConfig) -> None:
         super().__init__()
         self.cfg = cfg
         d = cfg.d_model
         self.attention = BimodalAttentionNetwork(cfg) if cfg.bimodal_attention else None
-        self.gate_a = DynamicFilterGate(d) if cfg.filter_gate else None
-        self.gate_l = DynamicFilterGate(d) if cfg.filter_gate else None
+        gated = cfg.filter_gate and cfg.bimodal_attention
+        self.gate_a = DynamicFilterGate(d) if gated else None
+        self.gate_l = DynamicFilterGate(d) if gated else None
         self.residual_a = ResidualConnection(d, cfg.ffn_dim, cfg.dropout) if cfg.residual else None
         self.residual_l = ResidualConnection(d, cfg.ffn_dim, cfg.dropout) if cfg.residual else None
 
     def forward(self, h_a: Tensor, h_l: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         """H_a, H_l (B, U, D) -> h_a, h_l (B, U, D)."""
-        if self.attention is not None:
-            z_a, z_l, z_al, z_la = self.attention(h_a, h_l, mask)
-        else:  # without bimodal attention the gate mixes the raw representations
-            z_a, z_l, z_al, z_la = h_a, h_l, h_a, h_l
+        if self.attention is None:  # each attention -> its values: own and cross input are the stream itself
+            star_a, star_l = h_a, h_l
+        else:
+            star_a, star_l = self._gate(*self.attention(h_a, h_l, mask))
+        if self.residual_a is not None:
+            return self.residual_a(h_a, star_a), self.residual_l(h_l, star_l)
+        return star_a, star_l
+
+    def _gate(self, z_a: Tensor, z_l: Tensor, z_al: Tensor, z_la: Tensor) -> tuple[Tensor, Tensor]:
+        """Eqs. 10-13 on the attention outputs: audio with eq. 9's audio values, text with eq. 8's text values."""
         if self.gate_a is not None:
             star_a = self.gate_a(z_a, z_la)  # eqs. 10-11
             star_l = self.gate_l(z_l, z_al)  # eqs. 12-13
         else:  # without the gate: unweighted mean of own and cross information
             star_a, star_l = (z_a + z_la) / 2, (z_l + z_al) / 2
-        if self.residual_a is not None:
-            return self.residual_a(h_a, star_a), self.residual_l(h_l, star_l)
         return star_a, star_l
 
 

@@ -12,6 +12,13 @@ Every sequence op is masked, so padded frames or tokens never change an output: 
 streaming window pads an utterance differently from a training batch. An optional
 GRU over the utterance vectors adds dialogue context (NOTES: "may be combined with
 the context networks"); without it each utterance is classified on its own.
+
+Deviations from the paper: no spectrogram augmentation (random time-frequency masks)
+before the log-mel deltas; the text encoder is the bundled MiniLM's frozen token
+states (384-d), not a fine-tuned RoBERTa (768-d); the operands of the mutual adjustment
+are compared per utterance by default (``adjustment_level``, eq. 7 leaves it open).
+Co-attention is the additive form with the paper's 4 heads and 128 hidden units
+(``coattention_score``; eq. 3 taken literally is ``eq3``).
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from torch import Tensor, nn
 
 from models.base import ContextConfig, EmotionModel, ModelOutput, last_valid
 from models.batch import Batch, scatter_windows
-from models.blocks import masked_mean
+from models.blocks import masked_mean, modality_masks, scatter, trim
 
 MODALITIES = ("both", "audio", "text")
 COATTENTION_SCORES = ("eq3", "additive")
@@ -45,11 +52,15 @@ class MCFNConfig:
     text_width: int = 256
     #: Width of the T1/T2 maps of the temporal attention branch (eq. 1).
     dual_qk_dim: int = 32
+    #: Section 3: "the hidden units for multihead attention is set to 128 and the number of head is set to 4".
     coattention_heads: int = 4
-    #: Eq. 3 as written, a = tanh(U^T s_i + V^T t_j + b) (one scalar per head), is "eq3"; the paper's
-    #: "128 hidden units" suggest the additive form a = w^T tanh(U s_i + V t_j + b), "additive", which
-    #: costs a (words x frames x hidden) tensor per utterance.
-    coattention_score: str = "eq3"
+    #: "additive" (default), a = w^T tanh(U s_i + V t_j + b) with ``coattention_hidden`` units split over the
+    #: heads: the only reading of eq. 3 that has the paper's 128 hidden units. "eq3" is eq. 3 taken literally,
+    #: one scalar tanh(u.s_i + v.t_j + b) per head, which ranks the frames the same way for every word (tanh is
+    #: monotone in u.s_i) and keeps the weights within a factor e^2 of each other: close to fixed pooling.
+    #: It stays as a switch (checkpoints written before the default changed store "eq3" and load as they were).
+    #: The additive form costs a (words x frames x hidden) tensor per utterance.
+    coattention_score: str = "additive"
     coattention_hidden: int = 128
     #: Eq. 7 subtracts and the adjustment adds S and S^c, but S has one column per frame and S^c one per
     #: word. "utterance": both are mean-pooled first; "sequence": S is taken on the word grid (S~, eq. 4).
@@ -220,6 +231,8 @@ class CoAttentionAlignment(nn.Module):
     """Eqs. 3-4: each word t_j (the query) attends over the frames; s~_j = sum_i alpha_{i,j} s_i per head.
 
     The heads split the channels of s_i (eq. 4 weights s_i itself, no value projection).
+    Score form (see ``MCFNConfig.coattention_score``): by default the additive one with the
+    paper's 4 heads and 128 hidden units, so each word can rank the frames its own way.
     """
 
     def __init__(self, q: int, d: int, cfg: MCFNConfig) -> None:
@@ -232,15 +245,21 @@ class CoAttentionAlignment(nn.Module):
         additive = cfg.coattention_score == "additive"
         self.w = nn.Parameter(torch.randn(self.heads, per_head) / per_head**0.5) if additive else None
 
-    def forward(self, s: Tensor, s_mask: Tensor, t: Tensor) -> Tensor:
-        """S (N, n, q), frame mask (N, n), T (N, m, d) -> S~ (N, m, q)."""
-        n_utt, n, q = s.shape
+    def weights(self, s: Tensor, s_mask: Tensor, t: Tensor) -> Tensor:
+        """S (N, n, q), frame mask (N, n), T (N, m, d) -> alpha (N, m, n, H): word j's weights over the frames."""
+        n_utt, n, _ = s.shape
         m, h = t.shape[1], self.heads
         a = torch.tanh(self.v(t)[:, :, None, :] + self.u(s)[:, None, :, :])  # eq. 3: (N, m, n, hidden)
         if self.w is not None:
             a = (a.view(n_utt, m, n, h, -1) * self.w).sum(-1)
-        alpha = masked_softmax(a, s_mask[:, None, :, None], dim=2)  # eq. 4, over frames: (N, m, n, H)
-        return torch.einsum("bjih,bihc->bjhc", alpha, s.view(n_utt, n, h, q // h)).reshape(n_utt, m, q)
+        return masked_softmax(a, s_mask[:, None, :, None], dim=2)  # eq. 4, over frames
+
+    def forward(self, s: Tensor, s_mask: Tensor, t: Tensor) -> Tensor:
+        """S (N, n, q), frame mask (N, n), T (N, m, d) -> S~ (N, m, q)."""
+        n_utt, n, q = s.shape
+        h = self.heads
+        alpha = self.weights(s, s_mask, t)
+        return torch.einsum("bjih,bihc->bjhc", alpha, s.view(n_utt, n, h, q // h)).reshape(n_utt, t.shape[1], q)
 
 
 class CrossModalExcitation(nn.Module):
@@ -406,34 +425,6 @@ def decision_fusion(logits: tuple[Tensor, ...], weights: tuple[float, ...]) -> T
     return torch.logsumexp(torch.stack(terms), 0)
 
 
-def modality_masks(batch: Batch) -> tuple[Tensor | None, Tensor | None]:
-    """Valid frames (B, U, T) and tokens (B, U, L): padding, padded utterances and absent modalities excluded."""
-    out = []
-    for seq, present in ((batch.frame_mask, batch.audio_present), (batch.token_mask, batch.text_present)):
-        if seq is not None:
-            seq = seq & batch.mask[..., None]
-            if present is not None:
-                seq = seq & present[..., None]
-        out.append(seq)
-    return out[0], out[1]
-
-
-def trim(x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-    """Drop trailing positions no utterance uses (exact: padding never matters); keep at least one."""
-    used = mask.any(0).nonzero()
-    length = int(used[-1]) + 1 if len(used) else 1
-    if x.shape[1] == 0:  # no utterance has any frame (token): one empty position keeps the shapes valid
-        return x.new_zeros(x.shape[0], 1, *x.shape[2:]), mask.new_zeros(mask.shape[0], 1)
-    return x[:, :length], mask[:, :length]
-
-
 def pad_to(x: Tensor, length: int) -> Tensor:
     """(N, m, D) -> (N, length, D) with zeros after position m."""
     return F.pad(x, (0, 0, 0, length - x.shape[1]))
-
-
-def scatter(x: Tensor, sel: Tensor, shape: tuple[int, int]) -> Tensor:
-    """Per-utterance values (N, ...) of the valid utterances -> (B, U, ...), zero at padding."""
-    out = x.new_zeros(shape + tuple(x.shape[1:]))
-    out[sel] = x
-    return out

@@ -36,7 +36,18 @@ TINY = {
     "bcaf": dict(
         audio_dim=10, text_dim=8, d_model=16, latent_dim=16, heads=2, ffn_dim=24, attention_layers=2, dropout=0.0
     ),
-    "gca": dict(audio_dim=10, text_dim=8, d_model=16, heads=2, ffn_dim=24, layers=2, shared_dim=6, dropout=0.0),
+    "gca": dict(
+        audio_dim=10,
+        text_dim=8,
+        frame_dim=6,
+        token_dim=8,
+        d_model=16,
+        heads=2,
+        ffn_dim=24,
+        layers=2,
+        shared_dim=6,
+        dropout=0.0,
+    ),
     "mcfn": dict(
         frame_dim=6,
         token_dim=8,

@@ -1,4 +1,5 @@
-"""GCA: its reps, block/loss switches and eqs. 3-4, 6 and 8 by hand (the model contract is in test_models.py)."""
+"""GCA: the axis its blocks run along, its reps, block/loss switches and eqs. 3-4, 6 and 8 by hand (the model
+contract is in test_models.py)."""
 
 from __future__ import annotations
 
@@ -8,24 +9,104 @@ import numpy as np
 import pytest
 import torch
 
+import models
 import training.losses.gca as gca_losses
-from models import collate
+from models import FeaturePipeline, collate
 from models.gca import GatedFilter
 from tests.conftest import assert_switch_changes_model, labels_for, make_dialogues, np_ce, tiny
 from training.losses import compute_loss, gca_loss
 from training.losses.gca import margin_loss
 
 
+@pytest.fixture
+def batch():
+    """Dialogues with utterance vectors (dialogue level) and frames and tokens of varying length (utterance level)."""
+    return collate(make_dialogues((6, 3, 1), sequences=True))
+
+
+@pytest.mark.parametrize("level", ["utterance", "dialogue"])
 @pytest.mark.parametrize("mode", ["online", "offline"])
-def test_reps(mode, batch):
-    out = tiny("gca", mode)(batch)
+def test_reps(mode, level, batch):
+    out = tiny("gca", mode, level=level)(batch)
     assert set(out.reps) == {"x_f", "com_a", "com_t"}
     assert out.reps["com_a"].shape[-1] == out.reps["com_t"].shape[-1] == 6
 
 
+def test_paper_gca_attends_over_frames_and_tokens_inside_each_utterance(batch):
+    """Issue 14.3: the A-GRU, self and cross attention see one utterance's frames (queries) and tokens (keys)."""
+    m = tiny("gca", "offline")
+    assert m.config.level == "utterance" and m.inputs == ("frames", "tokens") and not m.uses_context
+    seen = {}
+
+    def keep(name):
+        def hook(module, args, out):
+            seen.setdefault(name, (tuple(args[0].shape), tuple(args[1].shape)))
+
+        return hook
+
+    m.blocks[0].cross.attention.register_forward_hook(keep("cross"))
+    m.text_gru.attention.register_forward_hook(keep("self"))
+    m(batch)
+    n = int(batch.mask.sum())  # one row per real utterance
+    frames = int(batch.frame_mask.sum(-1).max())
+    tokens = int(batch.token_mask.sum(-1).max())
+    d = m.config.d_model
+    assert seen["cross"] == ((n, math.ceil(frames / 2), d), (n, tokens, d))  # Q: frames at stride 2, K/V: tokens
+    assert seen["self"] == ((n, tokens, d), (n, tokens, d))
+
+
+def test_paper_gca_classifies_each_utterance_from_its_own_inputs(batch):
+    """Offline too, another utterance's frames and tokens change nothing; its own frames and tokens do."""
+    m = tiny("gca", "offline")
+    dlg = make_dialogues((4,), sequences=True)[0]
+    base = m(collate([dlg])).logits[0]
+    g = torch.Generator().manual_seed(3)
+    other = dict(dlg[2], frames=torch.randn(7, 6, generator=g), tokens=torch.randn(2, 8, generator=g))
+    changed = m(collate([dlg[:2] + [other] + dlg[3:]])).logits[0]
+    torch.testing.assert_close(changed[[0, 1, 3]], base[[0, 1, 3]], atol=1e-6, rtol=1e-5)
+    assert not torch.allclose(changed[2], base[2])
+    for key in ("frames", "tokens"):
+        u = dict(dlg[2], **{key: other[key]})
+        assert not torch.allclose(m(collate([dlg[:2] + [u] + dlg[3:]])).logits[0, 2], base[2]), key
+
+
+def test_paper_gca_uses_learned_frame_and_token_for_an_absent_modality():
+    m = tiny("gca", "offline")
+    dlg = make_dialogues((4,), sequences=True, present=True)
+    out = m(collate(dlg)).logits
+    for u in dlg[0]:
+        if not u["audio_present"]:
+            u["frames"] = u["frames"] * 100  # ignored: marked absent
+    torch.testing.assert_close(m(collate(dlg)).logits, out)
+    for param in (m.audio_missing, m.text_missing):
+        with torch.no_grad():
+            param.fill_(2.0)
+        assert not torch.allclose(m(collate(dlg)).logits, out)
+        out = m(collate(dlg)).logits
+
+
+def test_a_checkpoint_from_before_the_level_switch_loads_as_the_dialogue_variant(tmp_path, batch):
+    old = tiny("gca", "online", level="dialogue")
+    path = models.save(tmp_path / "old.pt", old, [f"c{i}" for i in range(7)], FeaturePipeline())
+    payload = torch.load(path, weights_only=True)
+    for key in ("level", "frame_dim", "token_dim", "frame_stride"):  # fields the old GCAConfig did not have
+        del payload["config"][key]
+    torch.save(payload, path)
+    ck = models.load(path, device="cpu")
+    assert ck.model.config.level == "dialogue" and ck.model.inputs == ("audio", "text")
+    torch.testing.assert_close(ck.model(batch).logits, old(batch).logits, atol=0, rtol=0)
+
+
 @pytest.mark.parametrize(
     "switch",
-    [{"gate": False}, {"homogeneous": False}, {"classify_common": False}, {"text_gru": False}, {"layers": 3}],
+    [
+        {"gate": False},
+        {"homogeneous": False},
+        {"classify_common": False},
+        {"text_gru": False},
+        {"layers": 3},
+        {"level": "dialogue"},
+    ],
     ids=lambda s: next(iter(s)),
 )
 def test_each_block_switch_changes_parameters_and_output(switch, batch):
@@ -116,7 +197,7 @@ def test_chunked_margin_loss_matches_one_chunk(monkeypatch):
 
 def test_total_loss_is_eq_8():
     m = tiny("gca", "online", margin=0.25, margin_weight=0.7)
-    b = collate(make_dialogues((5, 3), present=True))
+    b = collate(make_dialogues((5, 3), present=True, sequences=True))
     y = labels_for(b, classes=3)
     y[0, 2] = -100
     out = m(b)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -166,7 +167,7 @@ SWITCHES = {
     "cross_modal_interaction": (False, True),
     "mutual_adjustment": (False, False),
     "utterance_context": (True, True),
-    "coattention_score": ("additive", True),
+    "coattention_score": ("eq3", True),
     "adjustment_level": ("sequence", False),
     "modalities": ("audio", True),
 }
@@ -209,6 +210,40 @@ def test_default_config_builds_at_paper_size():
     m = models.build("mcfn")
     assert m.config.frame_dim == FramePipeline().dim and m.inputs == ("frames", "tokens")
     assert not m.uses_context
+    # Section 3: multi-head co-attention with 4 heads and 128 hidden units, the additive score
+    assert (m.config.coattention_score, m.config.coattention_heads, m.config.coattention_hidden) == ("additive", 4, 128)
+    assert m.alignment.u.out_features == 128 and m.alignment.w.shape == (4, 32)
+
+
+def coattention_weights(score: str, seed: int = 0):
+    """Co-attention weights (words, frames, heads) of one utterance at a default-width MCFN (random weights)."""
+    torch.manual_seed(seed)
+    m = models.build("mcfn", coattention_score=score, dropout=0.0).eval()
+    g = torch.Generator().manual_seed(seed)
+    s = torch.randn(1, 40, m.config.conv_channels[-1], generator=g)  # S: 40 frames
+    t = torch.randn(1, 6, m.config.text_width, generator=g)  # T: 6 words
+    with torch.no_grad():
+        return m.alignment.weights(s, torch.ones(1, 40, dtype=torch.bool), t)[0]
+
+
+def test_default_coattention_lets_different_words_attend_to_different_frames():
+    alpha = coattention_weights("additive")
+    torch.testing.assert_close(alpha.sum(1), torch.ones(6, 4))
+    best = alpha.argmax(1)  # (words, heads): each word's most attended frame, per head
+    for h in range(4):
+        assert len(set(best[:, h].tolist())) > 1, f"head {h}: every word picks the same frame"
+    ranks = alpha.argsort(1)
+    assert not all(torch.equal(ranks[0, :, h], ranks[j, :, h]) for j in range(1, 6) for h in range(4))
+    assert float((alpha.amax(1) / alpha.amin(1)).max()) > math.e**2  # sharper than eq. 3's bound
+
+
+def test_literal_eq3_ranks_frames_alike_for_every_word():
+    """Why eq. 3 taken literally is not the default: one scalar per head, tanh monotone -> one ranking."""
+    alpha = coattention_weights("eq3")
+    ranks = alpha.argsort(1)
+    for j in range(1, 6):
+        torch.testing.assert_close(ranks[j], ranks[0], atol=0, rtol=0)
+    assert float((alpha.amax(1) / alpha.amin(1)).max()) <= math.e**2 + 1e-4
 
 
 def test_batch_norm_statistics_count_valid_frames_only():

@@ -46,7 +46,13 @@ def same_up_to(a, b, t, **tol):
 
 @pytest.mark.parametrize("mode", ["online", "offline"])
 @pytest.mark.parametrize(
-    "name, extra", cases(("mcfn", {"utterance_context": True}), ("mcfn", {"adjustment_level": "sequence"}))
+    "name, extra",
+    cases(
+        ("mcfn", {"utterance_context": True}),
+        ("mcfn", {"adjustment_level": "sequence"}),
+        ("gca", {"level": "dialogue"}),
+        ("gca", {"frame_stride": 3}),
+    ),
 )
 def test_shapes_and_padding(name, extra, mode):
     m = tiny(name, mode, **extra)
@@ -74,6 +80,7 @@ def test_shapes_and_padding(name, extra, mode):
         ("bcaf", {"self_attention": False}),
         ("gca", {"gate": False, "text_gru": False}),
         ("gca", {"classify_common": False}),
+        ("gca", {"level": "dialogue"}),
         ("mcfn", {"mode": "online", "window": 2}),
         ("mcfn", {"mode": "online", "window": 2, "utterance_context": True}),
         ("mcfn", {"mode": "online", "window": 2, "coattention_score": "additive", "adjustment_level": "sequence"}),
@@ -92,7 +99,8 @@ def test_gradients_reach_every_parameter(name, extra):
 
 
 @pytest.mark.parametrize(
-    "name, extra", cases(("mcfn", {"window": 3}), ("mcfn", {"window": 3, "utterance_context": True}))
+    "name, extra",
+    cases(("mcfn", {"window": 3}), ("mcfn", {"window": 3, "utterance_context": True}), ("gca", {"level": "dialogue"})),
 )
 def test_online_is_causal(name, extra):
     m = tiny(name, **{"mode": "online", "window": 4, **extra})
@@ -106,26 +114,37 @@ def test_online_is_causal(name, extra):
         assert not torch.allclose(out.logits[0, t + 1], base.logits[0, t + 1])
 
 
-# offline, the inputs of a later utterance that reach an earlier prediction: GCA's audio branch has no
-# context, MCFN's utterance context is a causal GRU and the unimodal baselines use no context at all
-SEES_THE_FUTURE = {"hbaf": {"audio", "text"}, "bclstm": {"audio", "text"}, "bcaf": {"audio", "text"}, "gca": {"text"}}
+# offline, the inputs of a later utterance that reach an earlier prediction: dialogue-level GCA's audio branch
+# has no context, MCFN's utterance context is a causal GRU, and the unimodal baselines, MCFN and the paper's
+# (utterance-level) GCA use no context at all
+SEES_THE_FUTURE = {
+    "hbaf": {"audio", "text"},
+    "bclstm": {"audio", "text"},
+    "bcaf": {"audio", "text"},
+    "gca-dialogue": {"text"},
+}
 
 
-@pytest.mark.parametrize("name, extra", cases(("mcfn", {"utterance_context": True})))
+@pytest.mark.parametrize("name, extra", cases(("mcfn", {"utterance_context": True}), ("gca", {"level": "dialogue"})))
 def test_offline_sees_the_future(name, extra):
     m = tiny(name, "offline", **extra)
     dlg = dialogues_for(m, (4,))
     base = m(collate(dlg)).logits
+    key = name + ("-dialogue" if extra.get("level") == "dialogue" else "")
     for field in m.inputs:
         changed = [list(dlg[0])]
         changed[0][3] = dict(dlg[0][3], **{field: perturb(dlg[0][3], seed=7)[field]})
         sees = not torch.allclose(m(collate(changed)).logits[0, 0], base[0, 0])
-        assert sees == (field in SEES_THE_FUTURE.get(name, ())), field
+        assert sees == (field in SEES_THE_FUTURE.get(key, ())), field
 
 
 @pytest.mark.parametrize(
     "name, extra",
-    cases(("mcfn", {"utterance_context": True}), ("mcfn", {"utterance_context": True, "modalities": "text"})),
+    cases(
+        ("mcfn", {"utterance_context": True}),
+        ("mcfn", {"utterance_context": True, "modalities": "text"}),
+        ("gca", {"level": "dialogue"}),
+    ),
 )
 @pytest.mark.parametrize("window", [1, 3, 8])
 def test_streaming_equals_batch(name, extra, window):
@@ -145,6 +164,8 @@ def test_streaming_equals_batch(name, extra, window):
     cases(
         ("bcaf", {"decision": "sum", "bimodal_head_layers": 2}),
         ("gca", {"margin": 0.35, "margin_weight": 0.5, "gate": False}),
+        ("gca", {"level": "dialogue"}),
+        ("gca", {"frame_dim": FramePipeline().dim}),
         ("mcfn", {"window": 2, "frame_dim": FramePipeline().dim, "utterance_context": True}),
     ),
 )
@@ -166,9 +187,9 @@ def test_checkpoint_round_trip(name, extra, tmp_path):
         torch.testing.assert_close(out.reps[key], ref.reps[key], atol=0, rtol=0)
 
 
-@pytest.mark.parametrize("name", ["hbaf", "bcaf", "gca"])
-def test_missing_modality_uses_learned_vector(name):
-    m = tiny(name, "offline")
+@pytest.mark.parametrize("name, extra", [("hbaf", {}), ("bcaf", {}), ("gca", {"level": "dialogue"})])
+def test_missing_modality_uses_learned_vector(name, extra):
+    m = tiny(name, "offline", **extra)
     with torch.no_grad():
         m.audio_missing.fill_(0.5)
         m.text_missing.fill_(-0.5)
@@ -199,6 +220,8 @@ def test_missing_modality_uses_learned_vector(name):
         ("gca", {"d_model": 10, "heads": 4}, "divisible"),
         ("gca", {"margin": -0.1}, "non-negative"),
         ("gca", {"layers": 0}, "layers must be positive"),
+        ("gca", {"level": "dialog"}, "level"),
+        ("gca", {"frame_stride": 0}, "frame_stride must be positive"),
         ("mcfn", {"alpha": 0.5}, "sum to 1"),
         ("mcfn", {"alpha": -0.1, "beta": 0.7}, "sum to 1"),
         ("mcfn", {"conv_dilations": (1,)}, "equal length"),
@@ -270,6 +293,39 @@ def test_each_hbaf_ablation_removes_its_block(switch, batch):
         assert not torch.allclose(full(batch).logits, cut(batch).logits)
 
 
+def audio_stream_grad_wrt_text(m, batch):
+    """d(random projection of h_a at real utterances) / d(text inputs), and the outputs with every text vector
+    changed. (A plain sum would not do: h_a leaves a LayerNorm, whose outputs sum to a constant at init.)"""
+    text = batch.text.clone().requires_grad_(True)
+    out = m(dataclasses.replace(batch, text=text))
+    h_a = out.reps["h_a"][batch.mask]
+    probe = torch.randn(h_a.shape, generator=torch.Generator().manual_seed(0))
+    (grad,) = torch.autograd.grad((h_a * probe).sum(), text, allow_unused=True)
+    changed = m(dataclasses.replace(batch, text=batch.text * -3.0 + 1.0))
+    return (torch.zeros_like(text) if grad is None else grad), out, changed
+
+
+@pytest.mark.parametrize("mode", ["offline", "online"])
+def test_no_bimodal_attention_leaves_no_text_content_path_into_audio(mode, batch):
+    """Without bimodal attention h_a is a function of audio alone (issue 14.1): no raw h_l into the audio gate."""
+    m = tiny("hbaf", mode, bimodal_attention=False)
+    grad, out, changed = audio_stream_grad_wrt_text(m, batch)
+    assert not grad.any()
+    torch.testing.assert_close(changed.reps["h_a"], out.reps["h_a"], atol=0, rtol=0)
+    assert not torch.allclose(changed.reps["h_l"], out.reps["h_l"])  # the text stream itself does move
+    assert not torch.allclose(changed.logits, out.logits)
+
+
+def test_full_hbaf_audio_stream_takes_only_weights_from_text(batch):
+    """The reference the ablation is measured against: with bimodal attention, text moves h_a only through the
+    attention weights (eq. 9's values are audio), so with a one-utterance window it cannot move h_a at all."""
+    grad, _, _ = audio_stream_grad_wrt_text(tiny("hbaf", "offline"), batch)
+    assert grad.any()
+    grad, out, changed = audio_stream_grad_wrt_text(tiny("hbaf", "online", window=1), batch)
+    assert not grad.any()
+    torch.testing.assert_close(changed.reps["h_a"], out.reps["h_a"], atol=1e-6, rtol=1e-5)
+
+
 @pytest.mark.parametrize("modality", ["audio", "text"])
 def test_unimodal_hbaf(modality, batch):
     m = tiny("hbaf", "offline", modalities=modality)
@@ -286,6 +342,17 @@ def test_missing_inputs_are_reported(batch):
     m = tiny("hbaf")
     with pytest.raises(ValueError, match="needs batch fields \\['audio'\\]"):
         m(dataclasses.replace(batch, audio=None))
+
+
+def test_per_speaker_state_is_the_default_and_switchable():
+    """Issue 14.4: GRU_i keeps one state per speaker whenever the batch knows speakers; False shares one state."""
+    assert models.lookup("hbaf")[1]().speaker_state
+    on, off = tiny("hbaf", "offline", speaker_state=True), tiny("hbaf", "offline", speaker_state=False)
+    off.load_state_dict(on.state_dict())  # the same weights: the switch changes the recurrence only
+    two = collate(make_dialogues((5, 3), speakers=2))
+    assert not torch.allclose(on(two).logits[two.mask], off(two).logits[two.mask])
+    one = collate(make_dialogues((5, 3), speakers=1))
+    torch.testing.assert_close(on(one).logits[one.mask], off(one).logits[one.mask], atol=1e-5, rtol=1e-5)
 
 
 def test_per_speaker_state_with_one_speaker_equals_plain_gru():

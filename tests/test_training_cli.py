@@ -69,6 +69,10 @@ def test_run_writes_everything_and_the_live_loader_accepts_it(run_dir):
     assert ck.model.name == "hbaf" and ck.model.context.window == 4
     assert ck.pipeline.audio.dim == 24 and len(ck.pipeline.audio.mean) == 6373
     assert ck.meta["dataset"] == "paired" and ck.meta["git_commit"]
+    # the recipe: HBAF's paper settings, with the batch size and epochs this tiny run changed, in meta and metrics
+    assert ck.meta["recipe"]["name"] == "paper" and ck.meta["recipe"]["overridden"] == ["batch_size", "max_epochs"]
+    assert ck.meta["recipe"]["train"] == dict(max_epochs=2, batch_size=4, lr=1e-4, weight_decay=3e-4, patience=15)
+    assert metrics["recipe"] == ck.meta["recipe"]
     feats, _ = FeatureExtractor(ck.pipeline).utterance(
         load_audio(next((SHARED / "ravdess" / "Actor_01").glob("*.flac"))), "Kids are talking by the door"
     )
@@ -110,7 +114,7 @@ def test_evaluate_and_compare(run_dir, capsys):
     capsys.readouterr()
     assert main(["compare", *map(str, sorted((run_dir / "runs").iterdir()))]) == 0
     table = capsys.readouterr().out
-    assert "| tiny | 2 |" in table and "±" in table
+    assert "| tiny | 2 |" in table and "±" in table and "| paper+batch_size,max_epochs |" in table
 
 
 def test_bad_inputs_give_one_line(tmp_path, capsys):

@@ -4,6 +4,7 @@ Examples::
 
     python -m training train --model hbaf --dataset paired --context online --window 16 --name hbaf-s0
     python -m training train --model hbaf --ablate bimodal_attention --seeds 0 1 2 --name hbaf-no-bimodal
+    python -m training train --model gca --recipe compact --seeds 0 1 2   # CPU settings instead of the paper's
     python -m training evaluate runs/hbaf-s0/model.pt --dataset paired --split test
     python -m training compare runs/*
 """
@@ -25,6 +26,7 @@ from models import ContextConfig
 from models.base import CONTEXT_MODES
 from training.data import dataset_names
 from training.extract import ExtractConfig
+from training.recipes import RECIPE_NAMES, label, resolve
 from training.trainer import TrainConfig
 
 log = logging.getLogger("training")
@@ -156,11 +158,18 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--seeds", type=int, nargs="+", default=[0])
     tr.add_argument("--ablate", nargs="+", default=[], help="HBAF blocks to remove, e.g. bimodal_attention")
     tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="model config field")
-    tr.add_argument("--epochs", type=int, default=200)
-    tr.add_argument("--patience", type=int, default=15)
-    tr.add_argument("--batch-size", type=int, default=32)
-    tr.add_argument("--lr", type=float, default=1e-4)
-    tr.add_argument("--weight-decay", type=float, default=3e-4)
+    tr.add_argument(
+        "--recipe",
+        default="paper",
+        choices=RECIPE_NAMES,
+        help="paper: each model's own paper's training settings; compact: the CPU settings and widths of "
+        "docs/results.md's paired table. The flags below and --set override it",
+    )
+    tr.add_argument("--epochs", type=int, default=None, help="at most this many epochs (default: the recipe's)")
+    tr.add_argument("--patience", type=int, default=None, help="default: the recipe's")
+    tr.add_argument("--batch-size", type=int, default=None, help="dialogues per batch (default: the recipe's)")
+    tr.add_argument("--lr", type=float, default=None, help="default: the recipe's")
+    tr.add_argument("--weight-decay", type=float, default=None, help="L2 (default: the recipe's)")
     tr.add_argument("--audio-dropout", type=float, default=0.0, help="modality dropout: P(hide audio)")
     tr.add_argument("--text-dropout", type=float, default=0.0, help="modality dropout: P(hide text)")
     tr.add_argument("--audio-features", type=int, default=512, help="openSMILE features kept by the SVM selector")
@@ -251,6 +260,15 @@ def cmd_train(args) -> int:
     from training.experiment import RunConfig, run
 
     model_options = _model_options(args)
+    given = dict(
+        max_epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        patience=args.patience,
+    )
+    train_settings, model_options, recipe = resolve(args.recipe, args.model, given, model_options)
+    log.info("recipe %s for %s: %s", label(recipe), args.model, train_settings)
     base = args.name or f"{args.model}-{args.dataset}"
     rows = []
     for seed in args.seeds:
@@ -262,12 +280,9 @@ def cmd_train(args) -> int:
             dataset_options=_dataset_options(args),
             model_options=model_options,
             context=ContextConfig(args.context, args.window),
+            recipe=recipe,
             train=TrainConfig(
-                max_epochs=args.epochs,
-                batch_size=args.batch_size,
-                lr=args.lr,
-                weight_decay=args.weight_decay,
-                patience=args.patience,
+                **train_settings,
                 seed=seed,
                 device=args.device,
                 audio_dropout=args.audio_dropout,
@@ -374,8 +389,13 @@ def cmd_compare(args) -> int:
 
 
 def compare_table(run_dirs: list[Path], split: str = "validation") -> str:
-    """Group runs by name without the ``-s<seed>`` suffix; mean ± std of the main metrics."""
-    groups: dict[str, list[dict]] = {}
+    """Group runs by name without the ``-s<seed>`` suffix and by recipe; mean ± std of the main metrics.
+
+    The last column names the training recipe each row ran under (``unrecorded`` for runs
+    written before recipes were recorded); seeds of one name under different recipes are
+    separate rows, never averaged together.
+    """
+    groups: dict[tuple[str, str], list[dict]] = {}
     for d in run_dirs:
         f = Path(d) / "metrics.json"
         if not f.is_file():
@@ -384,18 +404,18 @@ def compare_table(run_dirs: list[Path], split: str = "validation") -> str:
         if split not in m:
             continue
         name = m["run"].rsplit("-s", 1)[0] if "-s" in m["run"] else m["run"]
-        groups.setdefault(name, []).append(m[split])
+        groups.setdefault((name, label(m.get("recipe"))), []).append(m[split])
     if not groups:
         raise ValueError(f"no run in {', '.join(map(str, run_dirs))} has {split} metrics: train some first")
     keys = ("weighted_f1", "accuracy", "macro_f1", "unweighted_accuracy", "ece")
-    lines = ["| run | seeds | " + " | ".join(keys) + " |", "|---|---:|" + "---:|" * len(keys)]
-    for name, ms in sorted(groups.items()):
+    lines = ["| run | seeds | " + " | ".join(keys) + " | recipe |", "|---|---:|" + "---:|" * len(keys) + "---|"]
+    for (name, recipe), ms in sorted(groups.items()):
         cells = []
         for k in keys:
             vals = [m[k] for m in ms]
             sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
             cells.append(f"{statistics.mean(vals):.3f} ± {sd:.3f}")
-        lines.append(f"| {name} | {len(ms)} | " + " | ".join(cells) + " |")
+        lines.append(f"| {name} | {len(ms)} | " + " | ".join(cells) + f" | {recipe} |")
     return "\n".join(lines)
 
 

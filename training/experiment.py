@@ -24,6 +24,7 @@ from training.data.records import DatasetSplit
 from training.extract import ExtractConfig, SplitFeatures, extract_split
 from training.losses import IGNORE
 from training.metrics import classification_metrics, fit_temperature, plot_confusion
+from training.recipes import describe
 from training.trainer import FeatureDialogue, TrainConfig, predict, train
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,8 @@ class RunConfig:
     model_options: dict[str, Any] = field(default_factory=dict)
     context: ContextConfig = field(default_factory=ContextConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    #: The recipe record of :func:`training.recipes.resolve` (name, source, overridden settings).
+    recipe: dict[str, Any] | None = None
     extract: ExtractConfig = field(default_factory=ExtractConfig)
     audio_features: int = 512
     #: Which audio features the model's audio vector holds: opensmile (the paper's), whisper or both.
@@ -236,6 +239,9 @@ def run(cfg: RunConfig) -> dict:
     dims = {
         "audio_dim": pipeline.audio_dim or None,
         "text_dim": pipeline.text.dim if pipeline.text else None,
+        # frame- and token-level models (MCFN, GCA): the widths the extractors give
+        "frame_dim": pipeline.frames.dim if pipeline.frames else None,
+        "token_dim": pipeline.text.dim if pipeline.text and pipeline.tokens else None,
     }
     model_cls, config_cls = models.lookup(cfg.model)
     fields = {f.name for f in dataclasses.fields(config_cls)}
@@ -273,6 +279,7 @@ def run(cfg: RunConfig) -> dict:
         "best_epoch": result.best_epoch,
         "best_val_loss": result.best_val_loss,
         "epochs": len(result.history),
+        "recipe": describe(cfg.recipe, cfg.train),
         "validation": classification_metrics(val_y, val_logits, labels, temperature),
     }
     if "test" in data:
@@ -289,6 +296,7 @@ def run(cfg: RunConfig) -> dict:
         "channel_temperatures": channel_temperatures,
         "audio_kind": cfg.audio_kind,
         "speaker_norm": cfg.speaker_norm,
+        "recipe": describe(cfg.recipe, cfg.train),
         "data_reports": {role: s.report.to_dict() for role, s in splits.items()},
     }
     if _is_main():

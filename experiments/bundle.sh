@@ -10,7 +10,7 @@ NAME=${NAME:-bundle}
 SEEDS=${SEEDS:-0}
 # Whisper tiny.en encoder states (15 s encode policy) of the segmenter's cut of every clip; text: MiniLM.
 $PY -m training extract --dataset mixed --whisper --no-opensmile --splits train validation test --quiet
-$PY -m training train --model hbaf --dataset mixed --name "$NAME" --window 8 --seeds $SEEDS \
+$PY -m training train --model hbaf --dataset mixed --name "$NAME" --window 8 --seeds $SEEDS --recipe compact \
   --audio-kind whisper --speaker-norm mixed \
   --set d_model=128 --set lstm_hidden=64 --set transformer_ff=256 --set gru_hidden=128 --set ffn_dim=256 \
   --set dropout=0.2 --audio-dropout 0.2 --text-dropout 0.3 --lr 5e-4 --epochs 60 --patience 8 --quiet ${EXTRA:-}

@@ -66,6 +66,7 @@ def check_outputs(args) -> None:
             raise ValueError(
                 f"{flag} {path}: cannot write in {folder} (read-only or no permission); give a writable path"
             )
+    _check_save_dir(args)
     report, plot = getattr(args, "report", None), getattr(args, "plot", None)
     if report is not None and report.suffix.lower() not in (".html", ".htm"):
         raise ValueError(f"--report writes HTML; give a path ending in .html, not {report.name}")
@@ -73,6 +74,21 @@ def check_outputs(args) -> None:
         raise ValueError(f"--plot writes PNG; give a path ending in .png, not {plot.name}")
     if args.record is not None and args.record.suffix.lower() != ".flac":
         raise ValueError(f"--record writes FLAC; give a path ending in .flac, not {args.record.name}")
+
+
+def _check_save_dir(args) -> None:
+    """The UI's save key writes into ``--save-dir`` (created when missing): the folder, or the
+    first one above it that exists, must be a writable folder before the session starts."""
+    save_dir = getattr(args, "save_dir", None)
+    if save_dir is None or getattr(args, "no_ui", False) or getattr(args, "no_save", False):
+        return
+    if save_dir.exists() and not save_dir.is_dir():
+        raise ValueError(f"--save-dir {save_dir} is a file; give a folder (or --no-save)")
+    folder = Path(save_dir)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"--save-dir {save_dir}: cannot write in {folder}; give a writable folder (or --no-save)")
 
 
 @contextlib.contextmanager

@@ -405,3 +405,17 @@ def test_a_full_disk_under_record_on_the_real_cli_keeps_everything_else(tmp_path
     from streamer.audio import load_audio
 
     assert 5 * 16000 < len(load_audio(tmp_path / "rec.flac")) < 20 * 16000  # the partial recording reads back
+
+
+def test_a_save_dir_that_is_a_file_is_refused_before_the_ui_starts(tmp_path):
+    from streamer.guards import check_outputs
+
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("x")
+    args = build_parser().parse_args(["--replay", str(tmp_path / "talk.wav"), "--save-dir", str(blocker)])
+    with pytest.raises(ValueError, match="--save-dir .* is a file"):
+        check_outputs(args)
+    ok = build_parser().parse_args(["--replay", str(tmp_path / "talk.wav"), "--save-dir", str(tmp_path / "new" / "d")])
+    check_outputs(ok)  # a folder still to be created under a writable one is fine
+    for flag in ("--no-ui", "--no-save"):  # nothing will be saved: nothing to check
+        check_outputs(build_parser().parse_args(["--replay", "x.wav", "--save-dir", str(blocker), flag]))

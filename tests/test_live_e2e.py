@@ -82,7 +82,9 @@ def test_replay_demo_through_the_real_pipeline(checkpoint, tmp_path, capsys):
     for e, t in zip(events, truth):
         assert abs(e["start_s"] - t.start_s) < 0.35 and abs(e["end_s"] - t.end_s) < 0.35
         assert e["label"] in LABELS and e["error"] is None
-        assert {"asr", "opensmile", "text", "model", "total"} <= e["latency_ms"].keys()
+        # the bundled model's audio features come from the ASR's encoder pass: no separate audio stage
+        assert {"asr", "text", "model", "total"} <= e["latency_ms"].keys() and "whisper_features" not in e["latency_ms"]
+        assert set(e["channels"]) == {"audio", "text"} and e["channels"]["text"]["label"] in LABELS
     wer = word_error_rate(" ".join(t.text for t in truth), " ".join(e["text"] for e in events))
     assert wer < 0.35, f"transcripts too far from the script (WER {wer:.2f})"
     printed = capsys.readouterr().out.strip().splitlines()

@@ -17,7 +17,7 @@ import threading
 from pathlib import Path
 
 from streamer.guards import check_outputs, export_path, stop_on_signals
-from streamer.options import BUNDLED_MODEL, COMPUTE_TYPES, check_model_options  # noqa: F401 - BUNDLED_MODEL re-exported
+from streamer.options import BUNDLED_MODEL, COMPUTE_TYPES, check_cli_model_options  # noqa: F401 - BUNDLED_MODEL re-exported
 
 log = logging.getLogger("ser-live")
 
@@ -160,12 +160,7 @@ def check_options(args) -> None:
             )
         if not args.replay.is_file():
             raise ValueError(f"no such recording: {args.replay}; check the path given to --replay")
-    check_model_options(
-        args.asr_model,
-        args.compute_device,
-        args.compute_type,
-        names={"asr_model": "--asr-model", "device": "--compute-device", "compute_type": "--compute-type"},
-    )
+    check_cli_model_options(args)
 
 
 def _tracker(args, segmenter):

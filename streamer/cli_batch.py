@@ -26,7 +26,7 @@ _SINGLE_FILE_FLAGS = {
 
 def check_batch_options(args) -> None:
     """The options of a batch, as one sentence naming the flag when one does not fit."""
-    from streamer.cli import check_model_options
+    from streamer.options import check_cli_model_options
 
     if not args.replays:
         raise ValueError("--out-dir is for --replay recordings; give the files or folders to replay with --replay")
@@ -37,12 +37,7 @@ def check_batch_options(args) -> None:
             )
     if args.block_ms <= 0:
         raise ValueError(f"--block-ms must be a positive number of milliseconds, got {args.block_ms}")
-    check_model_options(
-        args.asr_model,
-        args.compute_device,
-        args.compute_type,
-        names={"asr_model": "--asr-model", "device": "--compute-device", "compute_type": "--compute-type"},
-    )
+    check_cli_model_options(args)
 
 
 def run_many(args, make_tracker: Callable) -> int:

@@ -25,6 +25,15 @@ COMPUTE_TYPES = (
 )
 
 
+#: The CLI flags behind :func:`check_model_options`' arguments, so its messages name what was typed.
+CLI_MODEL_FLAGS = {"asr_model": "--asr-model", "device": "--compute-device", "compute_type": "--compute-type"}
+
+
+def check_cli_model_options(args) -> None:
+    """:func:`check_model_options` on parsed ``ser-live`` arguments, naming their flags."""
+    check_model_options(args.asr_model, args.compute_device, args.compute_type, names=CLI_MODEL_FLAGS)
+
+
 def check_model_options(asr_model: str, device: str, compute_type: str, names: dict[str, str] | None = None) -> None:
     """Model options that would otherwise fail deep inside CTranslate2 or torch, as one sentence.
 

@@ -167,3 +167,11 @@ def read_16k(path: Path) -> np.ndarray:
     audio, rate = sf.read(path, dtype="float32")
     assert rate == 16000
     return audio
+
+
+def err_line(capsys) -> str:
+    """The one stderr line a failing ``ser-live`` run printed (exactly one, with the CLI's prefix)."""
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1, err
+    assert err[0].startswith("ser-live: error:")
+    return err[0]

@@ -7,13 +7,7 @@ import pytest
 import soundfile as sf
 
 from streamer.cli import main
-
-
-def err_line(capsys) -> str:
-    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert len(err) == 1, err
-    assert err[0].startswith("ser-live: error:")
-    return err[0]
+from tests.conftest import err_line
 
 
 @pytest.fixture

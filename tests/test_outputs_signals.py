@@ -19,15 +19,9 @@ import soundfile as sf
 from streamer.cli import build_parser, export_path, main, run_headless
 from streamer.events import StatusEvent, UtteranceEvent
 from streamer.export import read_jsonl
+from tests.conftest import err_line
 
 ROOT = Path(__file__).parent.parent
-
-
-def err_line(capsys) -> str:
-    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert len(err) == 1, err
-    assert err[0].startswith("ser-live: error:")
-    return err[0]
 
 
 @pytest.fixture

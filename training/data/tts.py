@@ -97,7 +97,7 @@ def speak(voice: Voice, text: str) -> np.ndarray:
     from scipy.signal import resample_poly
 
     if not engine_available(voice.engine):
-        raise RuntimeError(f"{voice.engine} is not installed: apt-get install {_package(voice.engine)}")
+        raise RuntimeError(f"{voice.engine} is not installed: apt-get install {voice.engine}")
     with tempfile.TemporaryDirectory() as tmp:
         wav = Path(tmp) / "line.wav"
         cmd = _command(voice, text, wav)
@@ -111,10 +111,6 @@ def speak(voice: Voice, text: str) -> np.ndarray:
         audio = resample_poly(audio, RATE_HZ, sr).astype(np.float32)
     voiced = np.flatnonzero(np.abs(audio) > 0.01)
     return np.ascontiguousarray(audio[voiced[0] : voiced[-1] + 1] if len(voiced) else audio, dtype=np.float32)
-
-
-def _package(engine: str) -> str:
-    return {"espeak-ng": "espeak-ng", "flite": "flite", "festival": "festival"}[engine]
 
 
 def rendered(voice: Voice, text: str, cache_dir: Path = DEFAULT_TTS_CACHE) -> Path:

@@ -23,9 +23,10 @@ log = logging.getLogger(__name__)
 
 FORMAT = "ser-live/checkpoint"
 #: 2 added Whisper audio features and per-speaker normalisation to the feature pipeline;
-#: version 1 files (openSMILE + text only) read unchanged.
-VERSION = 2
-READABLE_VERSIONS = (1, 2)
+#: version 1 files (openSMILE + text only) read unchanged. 3 added the text encoder's dialogue
+#: context and fine-tuned delta (adapter) to the text pipeline.
+VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 
 
 class CheckpointError(ValueError):

@@ -14,7 +14,10 @@ from typing import Any
 import numpy as np
 import torch
 
-TEXT_POOLINGS = ("mean_last4",)
+#: ``mean_last4``: every token (special ones too) of the last-4-layer mean; the
+#: ``utterance_*`` poolings average only the current utterance's tokens (its dialogue
+#: context, when in the input, shapes them through attention but is not averaged).
+TEXT_POOLINGS = ("mean_last4", "utterance_last4", "utterance_last")
 
 
 @dataclass(frozen=True)
@@ -49,16 +52,27 @@ class AudioPipeline:
 
 @dataclass(frozen=True)
 class TextPipeline:
-    """Hugging Face encoder (name or local path) pooled as the mean of its last 4 layers."""
+    """Hugging Face encoder (name or local path), optionally fine-tuned, and how it is read.
+
+    ``context_turns`` past turns enter the input after the current line
+    (:mod:`streamer.text_context`); ``adapter`` is the fine-tuned delta over the base
+    encoder (:class:`streamer.text_adapter.TextAdapter` as a dict of plain types and tensors).
+    """
 
     encoder: str = "sentence-transformers/all-MiniLM-L6-v2"
     pooling: str = "mean_last4"
     dim: int = 384
     max_tokens: int = 128
+    context_turns: int = 0
+    adapter: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.pooling not in TEXT_POOLINGS:
             raise ValueError(f"text pooling must be one of {TEXT_POOLINGS}")
+        if not isinstance(self.context_turns, int) or not 0 <= self.context_turns <= 16:
+            raise ValueError(f"text context_turns must be an integer from 0 to 16, got {self.context_turns!r}")
+        if self.context_turns and self.pooling == "mean_last4":
+            raise ValueError("a text input with dialogue context needs an utterance_* pooling")
 
 
 @dataclass(frozen=True)

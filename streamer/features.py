@@ -181,7 +181,7 @@ class FeatureExtractor:
         self.text_encoder = None
         if p.text is not None or p.tokens:
             spec = p.text or TextPipeline()
-            self.text_encoder = text_encoder or TextEncoder(spec.encoder, spec.max_tokens, device)
+            self.text_encoder = text_encoder or TextEncoder.from_pipeline(spec, device)
         self.logmel = LogMelExtractor.from_pipeline(p.frames) if p.frames is not None else None
         self.whisper = None
         self.shares_encoder = False
@@ -249,13 +249,16 @@ class FeatureExtractor:
         audio_part: tuple[dict[str, Any], dict[str, float]] | None = None,
         encoded=None,
         norm_key: str | None = None,
+        text_context: str | None = None,
     ) -> tuple[dict[str, Any], dict[str, float]]:
         """One utterance (16 kHz mono float audio, transcript) -> (model inputs, ms per stage).
 
         ``audio_part`` is :meth:`audio_part` of the same audio when it was computed already;
         ``encoded`` the ASR's :class:`streamer.asr.Encoded` of it, used for the Whisper
         features when the encoders are shared. ``norm_key`` names the speaker for the
-        per-speaker normalisation (``None``: the session).
+        per-speaker normalisation (``None``: the session). ``text_context`` is the dialogue
+        before this line as :mod:`streamer.text_context` writes it, for a text pipeline
+        whose encoder reads context.
         """
         p = self.pipeline
         feats, timing = audio_part if audio_part is not None else self.audio_part(audio)
@@ -269,7 +272,9 @@ class FeatureExtractor:
             feats["audio"] = torch.cat([feats["audio"], vec]) if "audio" in feats else vec
         if p.speaker_norm is not None:
             feats["norm_key"] = norm_key
-        if self.text_encoder is not None:
+        if self.text_encoder is not None and p.text is not None and p.text.pooling != "mean_last4":
+            feats["text"] = self.text_vector(text, text_context, timing)
+        elif self.text_encoder is not None:
             t0 = time.perf_counter()
             states = self.text_encoder.encode_tokens([text])[0]
             if p.text is not None:
@@ -286,6 +291,14 @@ class FeatureExtractor:
         if speaker is not None:
             feats["speaker"] = int(speaker)
         return feats, timing
+
+    def text_vector(self, text: str, context: str | None, timing: dict[str, float] | None = None) -> torch.Tensor:
+        """The pooled vector of one line read with its dialogue context (``utterance_*`` poolings)."""
+        t0 = time.perf_counter()
+        vec = torch.from_numpy(self.text_encoder.embed([text], [context])[0])
+        if timing is not None:
+            timing["text"] = (time.perf_counter() - t0) * 1000
+        return vec
 
 
 def encoder_matches(transcriber, whisper) -> bool:

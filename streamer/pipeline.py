@@ -25,6 +25,7 @@ from models.checkpoint import Checkpoint
 from models.streaming import StreamingClassifier
 from streamer.events import Event, LevelEvent, StatusEvent, UtteranceEvent
 from streamer.segmenter import Segmenter, SegmenterConfig, Utterance
+from streamer.text_context import DialogueHistory
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +78,13 @@ class UtteranceProcessor:
         self.shared_encoder = transcriber is not None and bool(getattr(features, "shares_encoder", False))
         self.labels = checkpoint.labels
         self.count = 0
+        text = checkpoint.pipeline.text
+        #: The past transcripts the text encoder reads with each line (dialogue state, like the classifier's).
+        self.history = DialogueHistory(text.context_turns if text is not None else 0)
 
     def reset(self) -> None:
         self.classifier.reset()
+        self.history.reset()
         self.count = 0
 
     def prepare(self, utt: Utterance, audio_pool: Executor | None = None) -> Prepared:
@@ -103,8 +108,15 @@ class UtteranceProcessor:
             speaker = utt.speaker
             speaker_id = SPEAKER_NAMES.index(speaker) if speaker and speaker in SPEAKER_NAMES else 0
             audio_part = ahead.result() if ahead is not None else None
+            context = self.history.context(speaker)
             feats, stage_ms = self.features.utterance(
-                utt.audio, text, speaker=speaker_id, audio_part=audio_part, encoded=encoded, norm_key=speaker
+                utt.audio,
+                text,
+                speaker=speaker_id,
+                audio_part=audio_part,
+                encoded=encoded,
+                norm_key=speaker,
+                text_context=context,
             )
             latency.update(stage_ms)
             for name, value in feats.items():
@@ -114,7 +126,7 @@ class UtteranceProcessor:
             if ahead is not None:
                 ahead.cancel()
             return Prepared(text, None, latency, str(exc) or type(exc).__name__)
-        return Prepared(text, feats, latency)
+        return Prepared(text, feats, latency, text_context=context)
 
     def __call__(self, utt: Utterance, decided_at: float | None = None, prepared: Prepared | None = None):
         """Classify one utterance (preparing it here unless ``prepared`` is given); latencies
@@ -128,9 +140,15 @@ class UtteranceProcessor:
         error = prepared.error
         if error is None:
             try:
+                features = prepared.features
+                context = self.history.context(utt.speaker)
+                if self.history.turns and context != prepared.text_context:
+                    # prepared ahead of the previous line's transcript: read this one with it
+                    features = {**features, "text": self.features.text_vector(prepared.text, context, latency)}
                 t = time.perf_counter()
-                probs = self.classifier.push(prepared.features, per_channel=True)
+                probs = self.classifier.push(features, per_channel=True)
                 latency["model"] = (time.perf_counter() - t) * 1000
+                self.history.push(utt.speaker, prepared.text)
             except Exception as exc:  # the dialogue state is left as it was
                 error = str(exc) or type(exc).__name__
         latency["total"] = (time.perf_counter() - t0) * 1000
@@ -154,6 +172,8 @@ class Prepared:
     features: dict | None
     latency: dict[str, float]
     error: str | None = None
+    #: The dialogue context the text vector was computed with (see UtteranceProcessor.history).
+    text_context: str | None = None
 
 
 class LivePipeline:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from models.base import resolve_device
-from models.pipeline import TextPipeline
+from models.pipeline import TEXT_POOLINGS, TextPipeline
 from streamer.frames import FeatureError
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # belt and braces: every load below is local_files_only too
@@ -77,13 +77,26 @@ def _first_line(exc: BaseException) -> str:
 class TextEncoder:
     """Hugging Face encoder, pooled as the mean over tokens of the mean of its last 4 layers."""
 
-    def __init__(self, name_or_path: str | os.PathLike | None = None, max_tokens: int = 128, device: str = "auto"):
+    def __init__(
+        self,
+        name_or_path: str | os.PathLike | None = None,
+        max_tokens: int = 128,
+        device: str = "auto",
+        pooling: str = "mean_last4",
+        adapter=None,
+    ):
+        """``pooling``: one of :data:`models.pipeline.TEXT_POOLINGS`; ``adapter``: a fine-tuned
+        :class:`streamer.text_adapter.TextAdapter` merged into the base weights."""
         from transformers import AutoModel, AutoTokenizer
 
         if max_tokens < 2:
             raise FeatureError(f"max_tokens must be >= 2, got {max_tokens}")
+        if pooling not in TEXT_POOLINGS:
+            raise FeatureError(f"text pooling must be one of {TEXT_POOLINGS}, got {pooling!r}")
         self.name = str(name_or_path) if name_or_path is not None else BUNDLED_TEXT_ENCODER
         self.max_tokens = max_tokens
+        self.pooling = pooling
+        self.adapter = adapter
         self.device = resolve_device(device)
         source = self._resolve(self.name)
         try:
@@ -104,6 +117,10 @@ class TextEncoder:
                 f"text encoder {self.name!r} could not be loaded ({type(exc).__name__}: {_first_line(exc)}); "
                 "check the folder given to --text-encoder"
             ) from exc
+        if adapter is not None:
+            from streamer.text_adapter import apply_adapter
+
+            model = apply_adapter(model, adapter, self.name)
         self.model = model.to(self.device).eval()
         log.info("text encoder %s from %s on %s (dim %d)", self.name, source, self.device, self.dim)
 
@@ -121,10 +138,85 @@ class TextEncoder:
     def dim(self) -> int:
         return int(self.model.config.hidden_size)
 
+    @classmethod
+    def from_pipeline(cls, spec: TextPipeline, device: str = "auto", name: str | None = None) -> TextEncoder:
+        """The encoder a checkpoint's text pipeline describes (base + its adapter), ``name`` overriding the base."""
+        adapter = None
+        if spec.adapter is not None:
+            from streamer.text_adapter import TextAdapter
+
+            try:
+                adapter = TextAdapter.from_dict(spec.adapter)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise FeatureError(f"the checkpoint's text adapter is damaged ({exc}); retrain it") from exc
+        return cls(name or spec.encoder, spec.max_tokens, device, spec.pooling, adapter)
+
+    def pipeline_for(self, context_turns: int = 0) -> TextPipeline:
+        """The :class:`TextPipeline` a checkpoint trained on this encoder records."""
+        return TextPipeline(
+            encoder=self.name,
+            pooling=self.pooling,
+            dim=self.dim,
+            max_tokens=self.max_tokens,
+            context_turns=context_turns,
+            adapter=self.adapter.to_dict() if self.adapter is not None else None,
+        )
+
     @property
     def pipeline(self) -> TextPipeline:
-        """The :class:`TextPipeline` a checkpoint trained on this encoder records."""
-        return TextPipeline(encoder=self.name, pooling="mean_last4", dim=self.dim, max_tokens=self.max_tokens)
+        return self.pipeline_for(0)
+
+    @property
+    def id(self) -> str:
+        """What determines this encoder's vectors besides the text (cache keys)."""
+        extra = f":{self.pooling}" if self.pooling != "mean_last4" else ""
+        return self.name + extra + (f":{self.adapter.id}" if self.adapter is not None else "")
+
+    def tokenize(self, texts: list[str], contexts: list[str | None] | None = None):
+        """Tokenized batch and the pooling mask (n, L): the tokens the pooling averages."""
+        texts = [normalize_text(t) for t in texts]
+        if contexts is not None and any(c for c in contexts):
+            pairs = [normalize_text(c) if c else "" for c in contexts]
+            batch = self.tokenizer(
+                texts, pairs, padding=True, truncation="only_second", max_length=self.max_tokens, return_tensors="pt"
+            )
+        else:
+            batch = self.tokenizer(
+                texts, padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt"
+            )
+        if self.pooling == "mean_last4":
+            mask = batch["attention_mask"].clone()
+        else:  # the current utterance's own tokens: sequence 0, no special tokens
+            mask = torch.tensor(
+                [[int(s == 0) for s in batch.sequence_ids(i)] for i in range(len(texts))], dtype=torch.long
+            )
+            empty = mask.sum(1) == 0  # an empty line: fall back to its special tokens
+            mask[empty] = batch["attention_mask"][empty]
+        return batch, mask
+
+    def pooled(self, batch, mask: torch.Tensor) -> torch.Tensor:
+        """Differentiable pooled vectors (n, D) of a tokenized batch (fine-tuning uses it)."""
+        out = self.model(**batch, output_hidden_states=self.pooling != "utterance_last")
+        if self.pooling == "utterance_last":
+            states = out.last_hidden_state
+        else:
+            states = torch.stack(out.hidden_states[-POOLED_LAYERS:], dim=0).mean(dim=0)
+        m = mask.to(states.device).unsqueeze(-1).to(states.dtype)
+        return (states * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+    @torch.inference_mode()
+    def embed(self, texts: list[str], contexts: list[str | None] | None = None, batch_size: int = 32) -> np.ndarray:
+        """n lines (each with its dialogue context or None) -> (n, D) float32 per the pooling."""
+        if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+            raise FeatureError("TextEncoder takes a list of strings: wrap a single text as [text]")
+        contexts = contexts if contexts is not None else [None] * len(texts)
+        out = np.zeros((len(texts), self.dim), np.float32)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]) + len(contexts[i] or ""))
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            batch, mask = self.tokenize([texts[i] for i in idx], [contexts[i] for i in idx])
+            out[idx] = self.pooled(batch.to(self.device), mask).float().cpu().numpy()
+        return out
 
     @torch.inference_mode()
     def _states(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,4 +1,4 @@
-"""``python -m training``: extract | train | evaluate | compare.
+"""``python -m training``: extract | train | evaluate | e2e | make-recordings | lvo | text-tune | compare.
 
 Examples::
 
@@ -123,6 +123,17 @@ def _common(p: argparse.ArgumentParser) -> None:
         "--labels", default=None, metavar="A,B,C", help="a manifest's label set, in order (default: inferred)"
     )
     p.add_argument("--text-encoder", default=None, help="HF encoder path or cached name (default: bundled MiniLM)")
+    p.add_argument(
+        "--text-adapter",
+        type=Path,
+        default=None,
+        help="fine-tuned text encoder (adapter.pt from text-tune); its fold adapters give the training split's vectors",
+    )
+    p.add_argument(
+        "--in-sample-text",
+        action="store_true",
+        help="with --text-adapter: training-split vectors from the full adapter too, not out of fold",
+    )
     p.add_argument("--workers", type=int, default=1, help="parallel openSMILE workers")
     p.add_argument("--cache-dir", type=Path, default=Path(".cache/features"))
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -219,6 +230,10 @@ def build_parser() -> argparse.ArgumentParser:
     lv.add_argument("--asr-model", default="tiny.en")
     lv.add_argument("--data-root", default=None)
 
+    from training import text_cli
+
+    text_cli.add_parser(sub)
+
     cp = sub.add_parser("compare", help="markdown table over runs (mean ± std across seeds)")
     cp.add_argument("runs", nargs="+", type=Path)
     cp.add_argument("--split", default="validation")
@@ -237,6 +252,8 @@ def _extract_config(args) -> ExtractConfig:
         audio=not getattr(args, "no_opensmile", False),
         live_cut=not args.whole_clips,
         whisper_min_window_s=args.whisper_window_s,
+        text_adapter=args.text_adapter,
+        text_out_of_fold=not args.in_sample_text,
     )
 
 
@@ -427,6 +444,7 @@ COMMANDS = {
     "make-recordings": cmd_make_recordings,
     "compare": cmd_compare,
     "lvo": cmd_lvo,
+    "text-tune": lambda args: __import__("training.text_cli", fromlist=["run"]).run(args),
 }
 
 

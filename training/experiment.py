@@ -172,8 +172,13 @@ def build_pipeline(cfg: RunConfig, train_feats: SplitFeatures, train_labels: np.
         audio = fit_audio_pipeline(train_feats.audio[keep], train_labels[keep], k=k, seed=cfg.train.seed)
     text = None
     if "text" in needs or "tokens" in needs:
-        enc = text_encoder(cfg.extract.text_encoder)
-        text = TextPipeline(encoder=enc.name, dim=enc.dim, max_tokens=enc.max_tokens)
+        if cfg.extract.text_adapter is not None:
+            from training.text_features import adapter_pipeline
+
+            text = adapter_pipeline(cfg.extract.text_adapter)
+        else:
+            enc = text_encoder(cfg.extract.text_encoder)
+            text = TextPipeline(encoder=enc.name, dim=enc.dim, max_tokens=enc.max_tokens)
     from models.pipeline import FramePipeline, WhisperPipeline
 
     whisper = None

@@ -49,6 +49,11 @@ class ExtractConfig:
     whisper_encoder: str = "tiny.en"
     whisper_min_window_s: float = 15.0
     whisper_pad_s: float = 1.0
+    #: A fine-tuned text encoder (``python -m training text-tune``'s adapter file): its vectors,
+    #: with the dialogue context it reads, replace the frozen encoder's.
+    text_adapter: Path | None = None
+    #: On the training split, take each line's vector from the fold adapter that never saw it.
+    text_out_of_fold: bool = True
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -222,15 +227,21 @@ def extract_split(split: DatasetSplit, cfg: ExtractConfig) -> SplitFeatures:
     # --- text vectors (and token states for MCFN)
     encoder = text_encoder(cfg.text_encoder)
     enc_id = _setting_id(enc=encoder.name, pool="mean_last4", max_tokens=encoder.max_tokens)
-    tstore = FeatureStore(root / f"text-{enc_id}" / f"{name}.npz")
     tkeys = [text_key(t) for t in texts]
-    missing = sorted({(k, t) for k, t in zip(tkeys, texts) if k not in tstore})
-    for lo in tqdm(range(0, len(missing), 64), desc=f"text {name}", disable=not cfg.progress or not missing):
-        chunk = missing[lo : lo + 64]
-        for (k, _), vec in zip(chunk, encoder.encode([t for _, t in chunk])):
-            tstore.put(k, vec)
-    tstore.save()
-    text = np.stack([tstore[k] for k in tkeys]) if utts else np.zeros((0, encoder.dim), np.float32)
+    if cfg.text_adapter is not None:
+        from training.text_features import split_vectors
+
+        store = FeatureStore(root / "text-tuned" / f"{name}.npz")
+        text = split_vectors(split, texts, cfg.text_adapter, cfg.text_out_of_fold, store)
+    else:
+        tstore = FeatureStore(root / f"text-{enc_id}" / f"{name}.npz")
+        missing = sorted({(k, t) for k, t in zip(tkeys, texts) if k not in tstore})
+        for lo in tqdm(range(0, len(missing), 64), desc=f"text {name}", disable=not cfg.progress or not missing):
+            chunk = missing[lo : lo + 64]
+            for (k, _), vec in zip(chunk, encoder.encode([t for _, t in chunk])):
+                tstore.put(k, vec)
+        tstore.save()
+        text = np.stack([tstore[k] for k in tkeys]) if utts else np.zeros((0, encoder.dim), np.float32)
 
     tokens = None
     if cfg.tokens:

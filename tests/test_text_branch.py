@@ -1,0 +1,117 @@
+"""The fine-tuned text branch: causal dialogue context, the adapter's round trip through a
+checkpoint, the refusal of a mismatched base encoder, and live == training text vectors."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+import models
+from models import FeaturePipeline
+from models.pipeline import TextPipeline
+from streamer.frames import FeatureError
+from streamer.text_adapter import TextAdapter, attach_lora, base_fingerprint, extract_adapter, lora_config
+from streamer.text_context import DialogueHistory, Turn, context_input, dialogue_contexts
+from streamer.text_encoder import TextEncoder
+
+LABELS = ["anger", "disgust", "fear", "joy", "neutral", "sadness", "surprise"]
+
+TURNS = [
+    Turn("Ross", "We were on a break!"),
+    Turn("Rachel", "Oh, here we go again."),
+    Turn("Ross", "I'm just saying."),
+    Turn("Joey", "How you doin'?"),
+]
+
+
+def test_context_is_past_only_newest_first_and_speaker_relative():
+    ctx = dialogue_contexts(TURNS, 2)
+    assert ctx[0] is None  # nothing before the first line
+    assert ctx[1] == "B: We were on a break!"
+    # Ross speaks at turn 2: his own past line is A, Rachel's is B; newest first
+    assert ctx[2] == "B: Oh, here we go again. | A: We were on a break!"
+    assert ctx[3] == "B: I'm just saying. | C: Oh, here we go again."
+    # the future never enters: a turn's context is unchanged by what follows it
+    for n in range(1, len(TURNS) + 1):
+        assert dialogue_contexts(TURNS[:n], 2) == ctx[:n]
+
+
+def test_unknown_speakers_get_no_tags_and_zero_turns_no_context():
+    past = [Turn(None, "hello there"), Turn(None, "")]
+    assert context_input(past, None, 3) == "hello there"  # empty lines skipped
+    assert context_input(TURNS, "Ross", 0) is None
+
+
+def test_live_history_equals_batch_contexts():
+    h = DialogueHistory(2)
+    live = []
+    for t in TURNS:
+        live.append(h.context(t.speaker))
+        h.push(t.speaker, t.text)
+    assert live == dialogue_contexts(TURNS, 2)
+    assert len(h._past) == 2  # bounded
+    h.reset()
+    assert h.context("Ross") is None
+
+
+@pytest.fixture(scope="module")
+def trained_adapter():
+    """A LoRA delta with non-zero weights over the bundled MiniLM (as text-tune makes them)."""
+    enc = TextEncoder(None, 64, "cpu", pooling="utterance_last")
+    fp = base_fingerprint(enc.model)
+    cfg = lora_config("bert", [4, 5], r=4)
+    peft_model = attach_lora(enc.model, cfg)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)
+    return extract_adapter(peft_model, cfg, fp)
+
+
+def test_adapter_changes_the_encoder_and_round_trips_through_a_checkpoint(tmp_path, trained_adapter):
+    base = TextEncoder(None, 64, "cpu", pooling="utterance_last")
+    tuned = TextEncoder(None, 64, "cpu", pooling="utterance_last", adapter=trained_adapter)
+    lines, ctx = ["Fine.", "I can't believe it!"], [None, "B: we lost the house"]
+    v_base, v_tuned = base.embed(lines, ctx), tuned.embed(lines, ctx)
+    assert not np.allclose(v_base, v_tuned, atol=1e-4)
+
+    spec = tuned.pipeline_for(context_turns=3)
+    m = models.build("text", input_dim=spec.dim, hidden=4)
+    path = models.save(tmp_path / "m.pt", m, LABELS, FeaturePipeline(text=spec))
+    assert path.stat().st_size < 2_000_000  # the delta only, never a copy of the encoder
+    loaded = models.load(path).pipeline.text
+    assert loaded.context_turns == 3 and loaded.pooling == "utterance_last"
+    again = TextEncoder.from_pipeline(loaded, "cpu")
+    np.testing.assert_allclose(again.embed(lines, ctx), v_tuned, atol=1e-5)
+
+
+def test_a_mismatched_base_is_refused_in_one_sentence(trained_adapter):
+    wrong = dataclasses.replace(trained_adapter, base_fingerprint="0123456789abcdef")
+    with pytest.raises(FeatureError) as e:
+        TextEncoder(None, 64, "cpu", pooling="utterance_last", adapter=wrong)
+    msg = str(e.value)
+    assert "trained on other weights" in msg and "\n" not in msg
+
+
+def test_a_damaged_adapter_is_refused(trained_adapter):
+    spec = TextPipeline(pooling="utterance_last", context_turns=2, adapter={"config": {"r": 4}, "weights": {}})
+    with pytest.raises(FeatureError, match="damaged"):
+        TextEncoder.from_pipeline(spec, "cpu")
+    bad = TextAdapter({**trained_adapter.config, "target_modules": ["no_such_module"]}, trained_adapter.weights,
+                      trained_adapter.base_fingerprint)
+    with pytest.raises(FeatureError):
+        TextEncoder(None, 64, "cpu", pooling="utterance_last", adapter=bad)
+
+
+def test_context_needs_an_utterance_pooling():
+    with pytest.raises(ValueError, match="utterance_"):
+        TextPipeline(context_turns=2)
+
+
+def test_utterance_pooling_averages_the_line_not_its_context():
+    enc = TextEncoder(None, 64, "cpu", pooling="utterance_last")
+    batch, mask = enc.tokenize(["hello there"], ["B: a much longer context line with many words"])
+    assert int(mask.sum()) == len(enc.tokenizer.tokenize("hello there"))
+    assert int(batch["attention_mask"].sum()) > int(mask.sum())

@@ -1,0 +1,235 @@
+"""Fine-tune the text encoder on MELD train with the dialogue in its input (``python -m training text-tune``).
+
+The encoder (MiniLM or mpnet) reads the current line plus its past turns
+(:mod:`streamer.text_context`), LoRA adapters on its top layers learn the emotion
+(:mod:`streamer.text_adapter`), and a linear head on the pooled utterance tokens gives
+the 7 MELD classes. Selection is on the validation split (the seeded 10% of MELD train
+dialogues that ``paired`` holds out), never on MELD dev, which is only reported.
+
+Live transcripts are tiny.en's, not MELD's: with probability ``noise_p`` a training line
+(and each context turn) is replaced by what tiny.en wrote for it read by a synthetic
+voice (:mod:`training.asr_text`), or, where no such pair exists, corrupted with word
+substitutions, deletions and insertions at the rates measured on those pairs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from streamer.text_context import Turn, dialogue_contexts
+from training.asr_text import AsrPair, ErrorRates
+from training.data.records import MELD_LABELS, Dialogue
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    encoder: str | None = None  # None: the bundled MiniLM
+    context_turns: int = 4
+    lora_layers: int = 3  # the top n layers get LoRA
+    lora_rank: int = 16
+    epochs: int = 4
+    batch_size: int = 32
+    lr: float = 5e-4
+    head_dropout: float = 0.1
+    noise_p: float = 0.5
+    max_tokens: int = 128
+    seed: int = 0
+    #: Train on these MELD train dialogue ids only (k-fold runs); None: every training dialogue.
+    only_dialogues: tuple[str, ...] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.lora_layers < 1 or self.lora_rank < 1:
+            raise ValueError("epochs, batch_size, lora_layers and lora_rank must be >= 1")
+        if not 0 <= self.noise_p <= 1:
+            raise ValueError(f"noise_p must be in [0, 1], got {self.noise_p}")
+        if not 0 <= self.context_turns <= 16:
+            raise ValueError(f"context_turns must be 0..16, got {self.context_turns}")
+
+
+class AsrNoise:
+    """Turns a MELD line into something tiny.en could have written for it."""
+
+    def __init__(self, pairs: list[AsrPair], rates: ErrorRates, vocabulary: list[str]) -> None:
+        self.by_text: dict[str, list[str]] = {}
+        for p in pairs:
+            self.by_text.setdefault(p.text, []).append(p.asr)
+        self.rates = rates
+        self.vocabulary = vocabulary or ["uh"]
+
+    def __call__(self, text: str, rng: random.Random) -> str:
+        if text in self.by_text:
+            return rng.choice(self.by_text[text])
+        out = []
+        for w in text.split():
+            r = rng.random()
+            if r < self.rates.deletion:
+                continue
+            out.append(rng.choice(self.vocabulary) if r < self.rates.deletion + self.rates.substitution else w)
+            if rng.random() < self.rates.insertion:
+                out.append(rng.choice(self.vocabulary))
+        return " ".join(out)
+
+
+def dialogue_turns(d: Dialogue, asr: dict[tuple[str, int], str] | None = None) -> list[Turn]:
+    """A dialogue's turns (MELD text, or tiny.en's transcript where ``asr`` has one)."""
+    return [Turn(u.speaker, (asr or {}).get((d.id, u.turn), u.text or "")) for u in d.utterances]
+
+
+def examples(dialogues: list[Dialogue], context_turns: int, asr=None) -> tuple[list[str], list, np.ndarray]:
+    """(lines, their contexts, labels) of every labelled utterance, each context from its past."""
+    texts, contexts, labels = [], [], []
+    for d in dialogues:
+        turns = dialogue_turns(d, asr)
+        for u, t, c in zip(d.utterances, turns, dialogue_contexts(turns, context_turns)):
+            if u.label in MELD_LABELS:
+                texts.append(t.text)
+                contexts.append(c)
+                labels.append(MELD_LABELS.index(u.label))
+    return texts, contexts, np.asarray(labels, np.int64)
+
+
+class Tuner(nn.Module):
+    """The encoder with LoRA and a linear head over the pooled utterance tokens."""
+
+    def __init__(self, cfg: TuneConfig, device: str = "cpu") -> None:
+        super().__init__()
+        from streamer.text_adapter import attach_lora, base_fingerprint, family_of, lora_config
+        from streamer.text_encoder import TextEncoder
+
+        self.encoder = TextEncoder(cfg.encoder, cfg.max_tokens, device, pooling="utterance_last")
+        base = self.encoder.model
+        self.fingerprint = base_fingerprint(base)
+        n = base.config.num_hidden_layers
+        self.lora = lora_config(family_of(base), list(range(n - cfg.lora_layers, n)), r=cfg.lora_rank)
+        self.backbone = attach_lora(base, self.lora)  # a submodule, so its LoRA weights train and save
+        self.encoder.model = self.backbone
+        self.head = nn.Sequential(nn.Dropout(cfg.head_dropout), nn.Linear(self.encoder.dim, len(MELD_LABELS)))
+
+    def forward(self, texts: list[str], contexts: list) -> torch.Tensor:
+        """n lines -> (n, 7) logits."""
+        batch, mask = self.encoder.tokenize(texts, contexts)
+        return self.head(self.encoder.pooled(batch, mask))
+
+    def adapter(self):
+        from streamer.text_adapter import extract_adapter
+
+        return extract_adapter(self.encoder.model, self.lora, self.fingerprint)
+
+
+def weighted_f1(y: np.ndarray, pred: np.ndarray) -> float:
+    from sklearn.metrics import f1_score
+
+    return float(f1_score(y, pred, average="weighted", labels=list(range(len(MELD_LABELS))), zero_division=0))
+
+
+@torch.no_grad()
+def predict(model: Tuner, texts: list[str], contexts: list, batch_size: int = 64) -> np.ndarray:
+    model.eval()
+    out = np.zeros((len(texts), len(MELD_LABELS)), np.float32)
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]) + len(contexts[i] or ""))
+    for s in range(0, len(order), batch_size):
+        idx = order[s : s + batch_size]
+        out[idx] = model([texts[i] for i in idx], [contexts[i] for i in idx]).numpy()
+    return out
+
+
+def _noised_examples(dialogues, cfg: TuneConfig, noise: AsrNoise | None, rng: random.Random):
+    texts, contexts, labels = [], [], []
+    for d in dialogues:
+        turns = [
+            Turn(t.speaker, noise(t.text, rng) if noise is not None and rng.random() < cfg.noise_p else t.text)
+            for t in dialogue_turns(d)
+        ]
+        for u, t, c in zip(d.utterances, turns, dialogue_contexts(turns, cfg.context_turns)):
+            if u.label in MELD_LABELS:
+                texts.append(t.text)
+                contexts.append(c)
+                labels.append(MELD_LABELS.index(u.label))
+    return texts, contexts, np.asarray(labels, np.int64)
+
+
+def wait_while_quiet(flag: Path = Path("/tmp/ser-quiet")) -> None:
+    """Pause while another job on this machine takes timings (the flag file exists)."""
+    while flag.exists():
+        time.sleep(2)
+
+
+def tune(
+    cfg: TuneConfig,
+    train: list[Dialogue],
+    validation: list[Dialogue],
+    noise: AsrNoise | None,
+    evals: dict[str, tuple[list[str], list, np.ndarray]],
+) -> tuple[Tuner, dict]:
+    """Fine-tune; keep the epoch with the best clean-validation weighted F1; score ``evals`` with it."""
+    torch.manual_seed(cfg.seed)
+    rng = random.Random(f"text-tune:{cfg.seed}")
+    if cfg.only_dialogues is not None:
+        keep = set(cfg.only_dialogues)
+        train = [d for d in train if d.id in keep]
+    model = Tuner(cfg)
+    counts = np.bincount(examples(train, 0)[2], minlength=len(MELD_LABELS)).astype(np.float64)
+    weights = torch.tensor((counts.sum() / np.maximum(counts, 1)) ** 0.5, dtype=torch.float32)
+    loss_fn = nn.CrossEntropyLoss(weight=weights / weights.mean())
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
+    n_batches = cfg.epochs * -(-sum(len(d.utterances) for d in train) // cfg.batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=n_batches + 1, pct_start=0.1)
+    val = examples(validation, cfg.context_turns)
+    best, best_state, history = -1.0, None, []
+    for epoch in range(cfg.epochs):
+        texts, contexts, labels = _noised_examples(train, cfg, noise, rng)
+        order = list(range(len(texts)))
+        rng.shuffle(order)
+        model.train()
+        total, t0 = 0.0, time.time()
+        for s in range(0, len(order), cfg.batch_size):
+            wait_while_quiet()
+            idx = order[s : s + cfg.batch_size]
+            logits = model([texts[i] for i in idx], [contexts[i] for i in idx])
+            loss = loss_fn(logits, torch.from_numpy(labels[idx]))
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            sched.step()
+            total += float(loss) * len(idx)
+        f1 = weighted_f1(val[2], predict(model, val[0], val[1]).argmax(1))
+        history.append({"epoch": epoch + 1, "loss": total / len(order), "val_wf1": f1, "s": round(time.time() - t0)})
+        log.info("epoch %d loss %.4f val wF1 %.4f (%.0f s)", epoch + 1, total / len(order), f1, time.time() - t0)
+        if f1 > best:
+            best = f1
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items() if "lora_" in k or "head" in k}
+    model.load_state_dict(best_state, strict=False)
+    scores = {name: weighted_f1(y, predict(model, t, c).argmax(1)) for name, (t, c, y) in evals.items()}
+    result = {"config": {k: v for k, v in asdict(cfg).items() if k != "only_dialogues"}, "history": history}
+    result["validation_wf1"] = best
+    result["scores"] = scores
+    return model, result
+
+
+def save_adapter(model: Tuner, cfg: TuneConfig, result: dict, path: Path) -> Path:
+    """The adapter file ``--text-adapter`` takes: the delta, how to read it, and its scores."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": "ser-live/text-adapter",
+        "encoder": model.encoder.name,
+        "pooling": model.encoder.pooling,
+        "max_tokens": cfg.max_tokens,
+        "context_turns": cfg.context_turns,
+        "adapter": model.adapter().to_dict(),
+        "result": json.loads(json.dumps(result)),
+    }
+    torch.save(payload, path)
+    return path

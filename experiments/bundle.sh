@@ -8,12 +8,17 @@ cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 NAME=${NAME:-bundle}
 SEEDS=${SEEDS:-0}
-# Whisper tiny.en encoder states (15 s encode policy) of the segmenter's cut of every clip; text: MiniLM.
-$PY -m training extract --dataset mixed --whisper --no-opensmile --splits train validation test --quiet
+# The fine-tuned text encoder (experiments/text.sh): its fold adapters give the training split's
+# text vectors out of fold. TEXT_ADAPTER= (empty) trains on the frozen MiniLM instead.
+TEXT_ADAPTER=${TEXT_ADAPTER-runs/text/minilm-ctx2-s0/adapter.pt}
+TEXT=()
+if [ -n "$TEXT_ADAPTER" ]; then TEXT=(--text-adapter "$TEXT_ADAPTER"); fi
+# Whisper tiny.en encoder states (15 s encode policy) of the segmenter's cut of every clip.
+$PY -m training extract --dataset mixed --whisper --no-opensmile --splits train validation test --quiet "${TEXT[@]}"
 $PY -m training train --model hbaf --dataset mixed --name "$NAME" --window 8 --seeds $SEEDS --recipe compact \
   --audio-kind whisper --speaker-norm mixed \
   --set d_model=128 --set lstm_hidden=64 --set transformer_ff=256 --set gru_hidden=128 --set ffn_dim=256 \
-  --set dropout=0.2 --audio-dropout 0.2 --text-dropout 0.3 --lr 5e-4 --epochs 60 --patience 8 --quiet ${EXTRA:-}
+  --set dropout=0.2 --audio-dropout 0.2 --text-dropout 0.3 --lr 5e-4 --epochs 60 --patience 8 --quiet "${TEXT[@]}" ${EXTRA:-}
 for s in $SEEDS; do
   CK=runs/$NAME-s$s/model.pt
   $PY -m training evaluate "$CK" --dataset paired --split test --quiet --output "runs/$NAME-s$s/paired-test.json"

@@ -173,25 +173,30 @@ class TextEncoder:
         return self.name + extra + (f":{self.adapter.id}" if self.adapter is not None else "")
 
     def tokenize(self, texts: list[str], contexts: list[str | None] | None = None):
-        """Tokenized batch and the pooling mask (n, L): the tokens the pooling averages."""
-        texts = [normalize_text(t) for t in texts]
-        if contexts is not None and any(c for c in contexts):
-            pairs = [normalize_text(c) if c else "" for c in contexts]
-            batch = self.tokenizer(
-                texts, pairs, padding=True, truncation="only_second", max_length=self.max_tokens, return_tensors="pt"
-            )
-        else:
-            batch = self.tokenizer(
-                texts, padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt"
-            )
-        if self.pooling == "mean_last4":
-            mask = batch["attention_mask"].clone()
-        else:  # the current utterance's own tokens: sequence 0, no special tokens
-            mask = torch.tensor(
-                [[int(s == 0) for s in batch.sequence_ids(i)] for i in range(len(texts))], dtype=torch.long
-            )
-            empty = mask.sum(1) == 0  # an empty line: fall back to its special tokens
-            mask[empty] = batch["attention_mask"][empty]
+        """Tokenized batch and the pooling mask (n, L): the tokens the pooling averages.
+
+        Each line is tokenized alone (with its context as the second segment when it has
+        one), then padded: a line without context reads exactly as it would in a batch of
+        its own, so batching never changes a vector.
+        """
+        contexts = contexts if contexts is not None else [None] * len(texts)
+        rows, masks = [], []
+        for text, ctx in zip(texts, contexts):
+            text, ctx = normalize_text(text), normalize_text(ctx) if ctx else None
+            enc = self.tokenizer(text, ctx, truncation="longest_first" if ctx else True, max_length=self.max_tokens)
+            seq = enc.sequence_ids(0)
+            if self.pooling == "mean_last4":
+                mask = [1] * len(seq)
+            else:  # the current utterance's own tokens: sequence 0, no special tokens
+                mask = [int(x == 0) for x in seq]
+                if not any(mask):  # an empty line: fall back to its special tokens
+                    mask = [1] * len(seq)
+            rows.append(dict(enc))
+            masks.append(mask)
+        batch = self.tokenizer.pad(rows, return_tensors="pt")
+        width = batch["input_ids"].shape[1]
+        side_left = self.tokenizer.padding_side == "left"
+        mask = torch.tensor([[0] * (width - len(m)) + m if side_left else m + [0] * (width - len(m)) for m in masks])
         return batch, mask
 
     def pooled(self, batch, mask: torch.Tensor) -> torch.Tensor:

@@ -115,3 +115,64 @@ def test_utterance_pooling_averages_the_line_not_its_context():
     batch, mask = enc.tokenize(["hello there"], ["B: a much longer context line with many words"])
     assert int(mask.sum()) == len(enc.tokenizer.tokenize("hello there"))
     assert int(batch["attention_mask"].sum()) > int(mask.sum())
+
+
+def _adapter_file(path, adapter, held=None, context_turns=1):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(
+        {
+            "format": "ser-live/text-adapter",
+            "encoder": "sentence-transformers/all-MiniLM-L6-v2",
+            "pooling": "utterance_last",
+            "max_tokens": 64,
+            "context_turns": context_turns,
+            "adapter": adapter.to_dict(),
+            "result": {"held_dialogues": sorted(held or [])},
+        },
+        path,
+    )
+    return path
+
+
+def test_training_vectors_come_out_of_fold(tmp_path, trained_adapter):
+    from training.data.records import Dialogue, DatasetSplit, Utterance
+    from training.extract import FeatureStore
+    from training.text_features import split_vectors
+
+    def shifted(seed):
+        g = torch.Generator().manual_seed(seed)
+        w = {k: v + 0.05 * torch.randn(v.shape, generator=g) for k, v in trained_adapter.weights.items()}
+        return dataclasses.replace(trained_adapter, weights=w)
+
+    main = _adapter_file(tmp_path / "run" / "adapter.pt", trained_adapter)
+    _adapter_file(tmp_path / "run" / "fold-0" / "adapter.pt", shifted(1), held={"dia1"})
+    _adapter_file(tmp_path / "run" / "fold-1" / "adapter.pt", shifted(2), held={"dia2"})
+
+    def dialogue(did, lines):
+        return Dialogue(did, tuple(Utterance(did, i, f"s{i % 2}", text=t, label="joy") for i, t in enumerate(lines)))
+
+    dialogues = (dialogue("paired-dia1", ["hi there", "go away"]), dialogue("words-dia2", ["oh no"]),
+                 dialogue("dia3", ["fine", "really fine"]))
+    texts = [u.text for d in dialogues for u in d.utterances]
+    train = DatasetSplit("mixed", "train", dialogues, tuple(LABELS))
+    got = split_vectors(train, texts, main, True, FeatureStore(tmp_path / "s.npz"))
+
+    def enc(adapter):
+        return TextEncoder(None, 64, "cpu", pooling="utterance_last", adapter=adapter)
+
+    fold0, fold1, full = enc(shifted(1)), enc(shifted(2)), enc(trained_adapter)
+    ctx = [None, "B: hi there", None, None, "B: fine"]
+    want = np.stack([
+        fold0.embed([texts[0]], [ctx[0]])[0], fold0.embed([texts[1]], [ctx[1]])[0],
+        fold1.embed([texts[2]], [ctx[2]])[0],
+        full.embed([texts[3]], [ctx[3]])[0], full.embed([texts[4]], [ctx[4]])[0],
+    ])
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    # other splits, and --in-sample-text, read everything through the full adapter
+    val = DatasetSplit("mixed", "validation", dialogues, tuple(LABELS))
+    np.testing.assert_allclose(
+        split_vectors(val, texts, main, True, FeatureStore(tmp_path / "v.npz")), full.embed(texts, ctx), atol=1e-5
+    )
+    np.testing.assert_allclose(
+        split_vectors(train, texts, main, False, FeatureStore(tmp_path / "t.npz")), full.embed(texts, ctx), atol=1e-5
+    )

@@ -233,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     from training import text_cli
 
     text_cli.add_parser(sub)
+    text_cli.add_asr_parser(sub)
 
     cp = sub.add_parser("compare", help="markdown table over runs (mean ± std across seeds)")
     cp.add_argument("runs", nargs="+", type=Path)
@@ -445,6 +446,7 @@ COMMANDS = {
     "compare": cmd_compare,
     "lvo": cmd_lvo,
     "text-tune": lambda args: __import__("training.text_cli", fromlist=["run"]).run(args),
+    "asr-text": lambda args: __import__("training.text_cli", fromlist=["run_asr"]).run_asr(args),
 }
 
 

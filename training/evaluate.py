@@ -51,6 +51,8 @@ def evaluate_checkpoint(
         frames=p.frames is not None,
         tokens=p.tokens,
         text_encoder=p.text.encoder if p.text is not None else extract.text_encoder,
+        text_pipeline=p.text,
+        text_adapter=None,
     )
     data = load_dataset(dataset, split, root, **options)
     unknown = set(data.labels) - set(ck.labels)

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from models.pipeline import TextPipeline
 from training.data.records import DatasetSplit, Utterance
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,8 @@ class ExtractConfig:
     text_adapter: Path | None = None
     #: On the training split, take each line's vector from the fold adapter that never saw it.
     text_out_of_fold: bool = True
+    #: A checkpoint's text pipeline (evaluation): its encoder, adapter and context, as live.
+    text_pipeline: TextPipeline | None = None
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -228,11 +231,13 @@ def extract_split(split: DatasetSplit, cfg: ExtractConfig) -> SplitFeatures:
     encoder = text_encoder(cfg.text_encoder)
     enc_id = _setting_id(enc=encoder.name, pool="mean_last4", max_tokens=encoder.max_tokens)
     tkeys = [text_key(t) for t in texts]
-    if cfg.text_adapter is not None:
+    spec = cfg.text_pipeline
+    if cfg.text_adapter is not None or (spec is not None and spec.pooling != "mean_last4"):
         from training.text_features import split_vectors
 
         store = FeatureStore(root / "text-tuned" / f"{name}.npz")
-        text = split_vectors(split, texts, cfg.text_adapter, cfg.text_out_of_fold, store)
+        source = cfg.text_adapter if cfg.text_adapter is not None else spec
+        text = split_vectors(split, texts, source, cfg.text_out_of_fold, store)
     else:
         tstore = FeatureStore(root / f"text-{enc_id}" / f"{name}.npz")
         missing = sorted({(k, t) for k, t in zip(tkeys, texts) if k not in tstore})

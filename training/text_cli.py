@@ -6,6 +6,7 @@ Examples::
     python -m training text-tune --name minilm-ctx0 --context-turns 0
     python -m training text-tune --name minilm-frozen-ctx4 --frozen
     python -m training text-tune --name minilm-ctx4-oof --folds 5   # out-of-fold adapters for the fusion
+    python -m training asr-text --split validation   # tiny.en transcripts of rendered lines (first)
 
 Scores (weighted F1) on the validation split (selection) and MELD dev (report only), each
 with MELD's transcripts (clean) and with tiny.en's transcripts of the lines read by
@@ -40,11 +41,32 @@ def add_parser(sub) -> None:
     tt.add_argument("--epochs", type=int, default=4)
     tt.add_argument("--lr", type=float, default=5e-4)
     tt.add_argument("--noise-p", type=float, default=0.5, help="P(a line is replaced by ASR-like text) in training")
+    tt.add_argument("--untagged-p", type=float, default=0.5, help="P(a dialogue's speakers are hidden) in training")
     tt.add_argument("--seeds", type=int, nargs="+", default=[0])
     tt.add_argument("--folds", type=int, default=0, help="also train K out-of-fold adapters (by dialogue)")
     tt.add_argument("--frozen", action="store_true", help="no fine-tuning: logistic regression on frozen vectors")
     tt.add_argument("--max-dialogues", type=int, default=None, help="first N training dialogues (quick runs)")
     tt.add_argument("--data-root", type=Path, default=DEFAULT_ROOT)
+
+
+def add_asr_parser(sub) -> None:
+    at = sub.add_parser("asr-text", help="tiny.en transcripts of MELD lines read by a split's synthetic voices")
+    at.add_argument("--split", required=True, choices=("train", "validation", "test"))
+    at.add_argument("--dialogues", type=int, default=None, help="first N dialogues of the split (default: all)")
+    at.add_argument("--engines", nargs="+", default=["espeak-ng"], help="speech engines of the voices")
+    at.add_argument("--data-root", type=Path, default=DEFAULT_ROOT)
+
+
+def run_asr(args) -> int:
+    from training.asr_text import collect
+
+    pairs = collect(args.split, Path(args.data_root), args.dialogues, tuple(args.engines))
+    rates = ErrorRates.measure(pairs)
+    print(
+        f"{args.split}: {len(pairs)} lines, {rates.words} words; WER {rates.wer:.3f} (substitutions "
+        f"{rates.substitution:.3f}, deletions {rates.deletion:.3f}, insertions {rates.insertion:.3f})"
+    )
+    return 0
 
 
 def _asr_map(split: str) -> dict[tuple[str, int], str]:
@@ -59,7 +81,7 @@ def _eval_sets(root: Path, context_turns: int) -> dict:
         asr = _asr_map(split)
         if asr:  # only the dialogues whose every line has a transcript
             keep = [d for d in dialogues if all((d.id, u.turn) in asr for u in d.utterances)]
-            sets[name] = examples(keep, context_turns, asr)
+            sets[name] = examples(keep, context_turns, asr, speakers=False)  # as live: no speakers yet
     return sets
 
 
@@ -114,6 +136,7 @@ def run(args) -> int:
                 epochs=args.epochs,
                 lr=args.lr,
                 noise_p=args.noise_p,
+                untagged_p=args.untagged_p,
                 seed=seed,
             )
             noise = _noise(train) if cfg.noise_p > 0 else None

@@ -85,14 +85,36 @@ def _line_folds(held: list[set[str]]) -> dict[str, int]:
     return out
 
 
-def split_vectors(split: DatasetSplit, texts: list[str], adapter: str | Path, out_of_fold: bool, store) -> np.ndarray:
-    """(n, D) text vectors of ``split`` (``texts`` in ``split.utterances()`` order), read from and
-    written to ``store`` keyed by encoder, context and line."""
-    path = str(Path(adapter).resolve())
-    context_turns = int(read_adapter_file(path)["context_turns"])
-    folds = fold_files(path) if out_of_fold and split.name == "train" else []
-    encoders = [adapter_encoder(path)] + [adapter_encoder(str(f.resolve())) for f, _ in folds]
-    line_fold = _line_folds([h for _, h in folds]) if folds else {}
+_PIPELINE_ENCODERS: dict[tuple, object] = {}
+
+
+def pipeline_encoder(spec: TextPipeline):
+    """The encoder a checkpoint's text pipeline describes, loaded once per run."""
+    from streamer.text_adapter import TextAdapter
+    from streamer.text_encoder import TextEncoder
+
+    adapter_id = TextAdapter.from_dict(spec.adapter).id if spec.adapter is not None else None
+    key = (spec.encoder, spec.pooling, spec.max_tokens, adapter_id)
+    if key not in _PIPELINE_ENCODERS:
+        _PIPELINE_ENCODERS[key] = TextEncoder.from_pipeline(spec)
+    return _PIPELINE_ENCODERS[key]
+
+
+def split_vectors(
+    split: DatasetSplit, texts: list[str], source: str | Path | TextPipeline, out_of_fold: bool, store
+) -> np.ndarray:
+    """(n, D) text vectors of ``split`` (``texts`` in ``split.utterances()`` order) through an
+    adapter file (its folds on the training split when ``out_of_fold``) or a checkpoint's text
+    pipeline, read from and written to ``store`` keyed by encoder, context and line."""
+    folds: list[tuple[Path, set[str]]] = []
+    if isinstance(source, TextPipeline):
+        context_turns, encoders = source.context_turns, [pipeline_encoder(source)]
+    else:
+        path = str(Path(source).resolve())
+        context_turns = int(read_adapter_file(path)["context_turns"])
+        folds = fold_files(path) if out_of_fold and split.name == "train" else []
+        encoders = [adapter_encoder(path)] + [adapter_encoder(str(f.resolve())) for f, _ in folds]
+    line_fold: dict[str, int] | None = None
     jobs: list[tuple[int, str, str | None, int]] = []  # (row, line, context, encoder)
     i = 0
     for d in split.dialogues:
@@ -103,7 +125,9 @@ def split_vectors(split: DatasetSplit, texts: list[str], adapter: str | Path, ou
             if folds:
                 mid = _meld_id(d.id)
                 hit = next((k for k, (_, h) in enumerate(folds) if mid in h), None)
-                hit = hit if hit is not None else line_fold.get(u.text or "")
+                if hit is None and d.id.startswith("voice-"):  # voice-only chains speak MELD train lines
+                    line_fold = line_fold if line_fold is not None else _line_folds([h for _, h in folds])
+                    hit = line_fold.get(u.text or "")
                 which = 0 if hit is None else hit + 1
             jobs.append((i + j, texts[i + j], c, which))
         i += n

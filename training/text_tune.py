@@ -43,6 +43,8 @@ class TuneConfig:
     lr: float = 5e-4
     head_dropout: float = 0.1
     noise_p: float = 0.5
+    #: P(a dialogue's speakers are hidden): live input has no speakers until they are tracked.
+    untagged_p: float = 0.5
     max_tokens: int = 128
     seed: int = 0
     #: Train on these MELD train dialogue ids only (k-fold runs); None: every training dialogue.
@@ -81,16 +83,21 @@ class AsrNoise:
         return " ".join(out)
 
 
-def dialogue_turns(d: Dialogue, asr: dict[tuple[str, int], str] | None = None) -> list[Turn]:
+def dialogue_turns(d: Dialogue, asr: dict[tuple[str, int], str] | None = None, speakers: bool = True) -> list[Turn]:
     """A dialogue's turns (MELD text, or tiny.en's transcript where ``asr`` has one)."""
-    return [Turn(u.speaker, (asr or {}).get((d.id, u.turn), u.text or "")) for u in d.utterances]
+    return [
+        Turn(u.speaker if speakers else None, (asr or {}).get((d.id, u.turn), u.text or "")) for u in d.utterances
+    ]
 
 
-def examples(dialogues: list[Dialogue], context_turns: int, asr=None) -> tuple[list[str], list, np.ndarray]:
-    """(lines, their contexts, labels) of every labelled utterance, each context from its past."""
+def examples(
+    dialogues: list[Dialogue], context_turns: int, asr=None, speakers: bool = True
+) -> tuple[list[str], list, np.ndarray]:
+    """(lines, their contexts, labels) of every labelled utterance, each context from its past.
+    ``asr``: tiny.en's transcripts by (dialogue, turn); ``speakers=False``: untagged, as live mono."""
     texts, contexts, labels = [], [], []
     for d in dialogues:
-        turns = dialogue_turns(d, asr)
+        turns = dialogue_turns(d, asr, speakers)
         for u, t, c in zip(d.utterances, turns, dialogue_contexts(turns, context_turns)):
             if u.label in MELD_LABELS:
                 texts.append(t.text)
@@ -147,8 +154,12 @@ def predict(model: Tuner, texts: list[str], contexts: list, batch_size: int = 64
 def _noised_examples(dialogues, cfg: TuneConfig, noise: AsrNoise | None, rng: random.Random):
     texts, contexts, labels = [], [], []
     for d in dialogues:
+        hide = rng.random() < cfg.untagged_p
         turns = [
-            Turn(t.speaker, noise(t.text, rng) if noise is not None and rng.random() < cfg.noise_p else t.text)
+            Turn(
+                None if hide else t.speaker,
+                noise(t.text, rng) if noise is not None and rng.random() < cfg.noise_p else t.text,
+            )
             for t in dialogue_turns(d)
         ]
         for u, t, c in zip(d.utterances, turns, dialogue_contexts(turns, cfg.context_turns)):
@@ -204,7 +215,7 @@ def tune(
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
             sched.step()
-            total += float(loss) * len(idx)
+            total += float(loss.detach()) * len(idx)
         f1 = weighted_f1(val[2], predict(model, val[0], val[1]).argmax(1))
         history.append({"epoch": epoch + 1, "loss": total / len(order), "val_wf1": f1, "s": round(time.time() - t0)})
         log.info("epoch %d loss %.4f val wF1 %.4f (%.0f s)", epoch + 1, total / len(order), f1, time.time() - t0)

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The text branch (issue 11): tiny.en transcripts of rendered MELD lines, frozen baselines,
+# fine-tuned encoders, out-of-fold adapters for the fusion. Results: runs/text/*/result.json,
+# summarised in docs/results.md. OMP passive: the machine is shared, spinning threads waste it.
+set -euo pipefail
+export OMP_WAIT_POLICY=PASSIVE
+py=.venv/bin/python
+$py -m training asr-text --split validation
+$py -m training asr-text --split test --dialogues 60 --engines espeak-ng flite festival
+$py -m training asr-text --split train --dialogues 120
+experiments/text-baselines.sh
+# the bundle's text encoder: 2 past turns, LoRA on the top 3 layers, 2 out-of-fold adapters
+$py -m training text-tune --name minilm-ctx2 --context-turns 2 --epochs 3 --folds 2 --seeds 0
+$py -m training text-tune --name minilm-ctx0 --context-turns 0 --epochs 3 --seeds 0
+$py -m training text-tune --name minilm-ctx2-clean --context-turns 2 --epochs 3 --noise-p 0 --seeds 0
+$py -m training text-tune --name minilm-ctx2 --context-turns 2 --epochs 3 --seeds 1 2

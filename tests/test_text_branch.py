@@ -135,7 +135,7 @@ def _adapter_file(path, adapter, held=None, context_turns=1):
 
 
 def test_training_vectors_come_out_of_fold(tmp_path, trained_adapter):
-    from training.data.records import Dialogue, DatasetSplit, Utterance
+    from training.data.records import DatasetSplit, Dialogue, Utterance
     from training.extract import FeatureStore
     from training.text_features import split_vectors
 

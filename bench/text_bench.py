@@ -67,7 +67,8 @@ def main() -> None:
         enc = TextEncoder.from_pipeline(spec, "cpu")
         r = bench(enc, lines(args.lines, spec.context_turns), spec.context_turns > 0)
         what = f"{spec.context_turns} past turns" if spec.context_turns else "line"
-        print(f"| {args.checkpoint.name} ({spec.pooling}) | {what} | {r['p50']:.1f} | {r['p95']:.1f} | {r['tokens']:.0f} |")
+        name = f"{args.checkpoint.name} ({spec.pooling})"
+        print(f"| {name} | {what} | {r['p50']:.1f} | {r['p95']:.1f} | {r['tokens']:.0f} |")
         return
     for name in args.encoders:
         frozen = TextEncoder(None if name == "minilm" else name, 128, "cpu")

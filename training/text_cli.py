@@ -89,7 +89,10 @@ def _noise(train) -> AsrNoise:
     pairs = load_asr("train")
     rates = ErrorRates.measure(pairs) if pairs else ErrorRates(0.08, 0.04, 0.02, 0)
     vocab = sorted({w.strip(".,!?\"'").lower() for d in train for u in d.utterances for w in (u.text or "").split()})
-    log.info("ASR noise: %d real tiny.en pairs; rates sub %.3f del %.3f ins %.3f", len(pairs), *vars(rates).values())
+    log.info(
+        "ASR noise: %d real tiny.en pairs; rates sub %.3f del %.3f ins %.3f",
+        len(pairs), rates.substitution, rates.deletion, rates.insertion,
+    )
     return AsrNoise(pairs, rates, [w for w in vocab if w])
 
 

@@ -10,7 +10,7 @@ $py -m training asr-text --split test --dialogues 60 --engines espeak-ng flite f
 $py -m training asr-text --split train --dialogues 120
 experiments/text-baselines.sh
 # the bundle's text encoder: 2 past turns, LoRA on the top 3 layers, 2 out-of-fold adapters
-$py -m training text-tune --name minilm-ctx2 --context-turns 2 --epochs 3 --folds 2 --seeds 0
-$py -m training text-tune --name minilm-ctx0 --context-turns 0 --epochs 3 --seeds 0
-$py -m training text-tune --name minilm-ctx2-clean --context-turns 2 --epochs 3 --noise-p 0 --seeds 0
-$py -m training text-tune --name minilm-ctx2 --context-turns 2 --epochs 3 --seeds 1 2
+$py -m training text-tune --name minilm-ctx2 --context-turns 2 --epochs 1 --folds 2 --seeds 0
+$py -m training text-tune --name minilm-ctx0 --context-turns 0 --epochs 1 --seeds 0
+$py -m training text-tune --name minilm-ctx2-clean --context-turns 2 --epochs 1 --noise-p 0 --seeds 0
+$py -m training text-tune --name minilm-ctx2 --context-turns 2 --epochs 1 --seeds 1 2

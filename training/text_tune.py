@@ -170,6 +170,20 @@ def _noised_examples(dialogues, cfg: TuneConfig, noise: AsrNoise | None, rng: ra
     return texts, contexts, np.asarray(labels, np.int64)
 
 
+def length_buckets(texts: list[str], contexts: list, batch_size: int, rng: random.Random) -> list[list[int]]:
+    """Shuffled batches of similar-length inputs (less padding: each batch costs its longest
+    input), drawn from shuffled pools of 50 batches so every epoch mixes differently."""
+    order = list(range(len(texts)))
+    rng.shuffle(order)
+    pool = 50 * batch_size
+    batches = []
+    for p in range(0, len(order), pool):
+        chunk = sorted(order[p : p + pool], key=lambda i: len(texts[i]) + len(contexts[i] or ""))
+        batches += [chunk[s : s + batch_size] for s in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
 def wait_while_quiet(flag: Path = Path("/tmp/ser-quiet")) -> None:
     """Pause while another job on this machine takes timings (the flag file exists)."""
     while flag.exists():
@@ -201,13 +215,11 @@ def tune(
     best, best_state, history = -1.0, None, []
     for epoch in range(cfg.epochs):
         texts, contexts, labels = _noised_examples(train, cfg, noise, rng)
-        order = list(range(len(texts)))
-        rng.shuffle(order)
+        batches = length_buckets(texts, contexts, cfg.batch_size, rng)
         model.train()
-        total, t0 = 0.0, time.time()
-        for s in range(0, len(order), cfg.batch_size):
+        total, seen, t0 = 0.0, 0, time.time()
+        for b, idx in enumerate(batches):
             wait_while_quiet()
-            idx = order[s : s + cfg.batch_size]
             logits = model([texts[i] for i in idx], [contexts[i] for i in idx])
             loss = loss_fn(logits, torch.from_numpy(labels[idx]))
             opt.zero_grad()
@@ -216,9 +228,12 @@ def tune(
             opt.step()
             sched.step()
             total += float(loss.detach()) * len(idx)
+            seen += len(idx)
+            if b % 50 == 49:
+                log.info("epoch %d: %d/%d lines, %.0f s", epoch + 1, seen, len(texts), time.time() - t0)
         f1 = weighted_f1(val[2], predict(model, val[0], val[1]).argmax(1))
-        history.append({"epoch": epoch + 1, "loss": total / len(order), "val_wf1": f1, "s": round(time.time() - t0)})
-        log.info("epoch %d loss %.4f val wF1 %.4f (%.0f s)", epoch + 1, total / len(order), f1, time.time() - t0)
+        history.append({"epoch": epoch + 1, "loss": total / seen, "val_wf1": f1, "s": round(time.time() - t0)})
+        log.info("epoch %d loss %.4f val wF1 %.4f (%.0f s)", epoch + 1, total / seen, f1, time.time() - t0)
         if f1 > best:
             best = f1
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items() if "lora_" in k or "head" in k}

@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument(
         "--interim",
         action="store_true",
-        help="also write interim transcripts (words of an utterance still being spoken, type \"interim\") to "
+        help='also write interim transcripts (words of an utterance still being spoken, type "interim") to '
         "--jsonl and the line output; the UI always shows them while speculating",
     )
     out.add_argument("--export", choices=("csv", "srt", "vtt"), default=None, help="write the timeline at the end")

@@ -175,7 +175,8 @@ class JsonlWriter:
         """Append one event as a line and flush it to the OS (interim events carry ``"type": "interim"``)."""
         if not isinstance(event, UtteranceEvent | InterimEvent):
             raise TypeError(
-                f"JsonlWriter takes UtteranceEvent or InterimEvent, got {type(event).__name__}; filter the events first."
+                f"JsonlWriter takes UtteranceEvent or InterimEvent, got {type(event).__name__}; "
+                "filter the events first."
             )
         self.write_line(event_to_json(event))
 

@@ -7,7 +7,6 @@ import dataclasses
 import json
 import threading
 import time
-from argparse import Namespace
 from pathlib import Path
 
 import numpy as np
@@ -150,9 +149,7 @@ def run_story(config: PipelineConfig) -> list:
 
 
 def finals(events) -> list[tuple]:
-    return [
-        (e.start_s, e.end_s, e.text, e.label, e.probs) for e in events if isinstance(e, UtteranceEvent)
-    ]
+    return [(e.start_s, e.end_s, e.text, e.label, e.probs) for e in events if isinstance(e, UtteranceEvent)]
 
 
 def test_interim_events_never_change_the_final_events():

@@ -34,8 +34,13 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-#: pipeline modes: name -> (speculate, overlap)
-MODES = {"speculative": (True, True), "overlap": (False, True), "sequential": (False, False)}
+#: pipeline modes: name -> (speculate, overlap, interim)
+MODES = {
+    "interim": (True, True, True),
+    "speculative": (True, True, False),
+    "overlap": (False, True, False),
+    "sequential": (False, False, False),
+}
 
 
 def measure(recordings: list[Path], args, end_silence_ms: int, mode: str, asr_model: str):
@@ -44,6 +49,8 @@ def measure(recordings: list[Path], args, end_silence_ms: int, mode: str, asr_mo
     from training.e2e import read_truth, truth_path, word_error_rate
 
     events, audio_s, wall_s, description, wers = [], 0.0, 0.0, {}, []
+    global cpu_s, delays
+    cpu_s, delays = 0.0, []
     for rec in recordings:
         argv = [
             "--replay",
@@ -58,21 +65,30 @@ def measure(recordings: list[Path], args, end_silence_ms: int, mode: str, asr_mo
         ]
         if args.model:
             argv += ["--model", str(args.model)]
-        speculate, overlap = MODES[mode]
+        speculate, overlap, interim = MODES[mode]
         pipeline, _ = build_pipeline(build_parser().parse_args(argv))
-        pipeline.config = dataclasses.replace(pipeline.config, speculate=speculate, overlap=overlap)
+        pipeline.config = dataclasses.replace(pipeline.config, speculate=speculate, overlap=overlap, interim=interim)
         description = pipeline.describe()
         got: list = []
-        t0 = time.perf_counter()
+        timed: list = []  # (perf_counter at emission, event)
+
+        def tap(event, got=got, timed=timed) -> None:
+            got.append(event)
+            timed.append((time.perf_counter(), event))
+
+        t0, c0 = time.perf_counter(), time.process_time()
         if args.ui:
-            shown = run_in_app(pipeline, got.append)
+            shown, interim_ui = run_in_app(pipeline, tap, with_interim=True)
             for e in got:
                 if isinstance(e, UtteranceEvent) and e.index in shown:
                     e.latency_ms["ui"] = shown[e.index]
                     e.latency_ms["on_screen"] = e.latency_ms["total"] + shown[e.index]
         else:
-            pipeline.run(got.append, threading.Event(), threading.Event())
+            pipeline.run(tap, threading.Event(), threading.Event())
         wall_s += time.perf_counter() - t0
+        cpu_s += time.process_time() - c0
+        if args.ui and interim:  # after the timing: word timestamps need another Whisper pass
+            delays += interim_word_delays(rec, timed, interim_ui)
         audio_s += pipeline.source.duration_s  # decoded once, by the source
         utts = [e for e in got if isinstance(e, UtteranceEvent) and e.error is None]
         events += utts
@@ -85,7 +101,50 @@ def measure(recordings: list[Path], args, end_silence_ms: int, mode: str, asr_mo
     return events, audio_s, wall_s, description
 
 
-def run_in_app(pipeline, tap, labels: list[str] | None = None, **app_options) -> dict[int, float]:
+cpu_s = 0.0  # CPU seconds (all threads) of the last measure(): the real-time factor's numerator
+delays: list[float] = []  # interim-word delays (s) of the last measure()
+
+
+def interim_word_delays(rec: Path, timed: list, interim_ui: list[tuple[float, float]]) -> list[float]:
+    """Seconds from each word's end (Whisper word timestamps on the finished utterance) to the
+    screen refresh that first showed it (an interim row or the final row), for turns > 6 s.
+
+    The audio clock is tied to the wall clock by the level events (emitted as their block is
+    read: the least delayed one gives the offset); a word counts as shown once a row of its
+    utterance has it within two places of its position in the final transcript."""
+    from streamer.asr import Transcriber
+    from streamer.audio import load_audio
+    from streamer.events import InterimEvent, LevelEvent, UtteranceEvent
+
+    offset = min(t - e.time_s for t, e in timed if isinstance(e, LevelEvent))
+    ui = iter(ms for _, ms in interim_ui)
+    shows: dict[float, list[tuple[float, list[str]]]] = {}
+    for t, e in timed:
+        if isinstance(e, InterimEvent):
+            shows.setdefault(e.start_s, []).append((t + next(ui, 0.0) / 1000, _norm(e.text)))
+        elif isinstance(e, UtteranceEvent):
+            shows.setdefault(e.start_s, []).append((t + e.latency_ms.get("ui", 0.0) / 1000, _norm(e.text)))
+    audio = load_audio(rec)
+    asr = Transcriber("tiny.en", device="cpu")
+    out = []
+    for e in (e for _, e in timed if isinstance(e, UtteranceEvent) and e.error is None):
+        if e.end_s - e.start_s <= 6.0:
+            continue
+        _, words = asr.transcribe_words(audio[int(e.start_s * 16000) : int(e.end_s * 16000)])
+        for i, w in enumerate(words):
+            word = _norm(w.word)
+            spoken = offset + e.start_s + w.end_s
+            seen = [t for t, ws in shows.get(e.start_s, []) if word and word[0] in ws[max(0, i - 2) : i + 3]]
+            if seen:
+                out.append(min(seen) - spoken)
+    return out
+
+
+def _norm(text: str) -> list[str]:
+    return ["".join(c for c in w.lower() if c.isalnum()) for w in text.split()]
+
+
+def run_in_app(pipeline, tap, labels: list[str] | None = None, with_interim: bool = False, **app_options):
     """Run ``pipeline`` inside the real EmotionApp (headless, rendering as usual), calling
     ``tap(event)`` in the pipeline thread for every event; returns {utterance index: ui ms}.
     ``labels`` defaults to the labels of the pipeline's checkpoint; ``app_options`` go to EmotionApp."""
@@ -117,6 +176,8 @@ def run_in_app(pipeline, tap, labels: list[str] | None = None, **app_options) ->
                 await pilot.pause(0.05)
 
     asyncio.run(drive())
+    if with_interim:
+        return dict(app.ui_latency_ms), list(app.interim_shown)
     return dict(app.ui_latency_ms)
 
 
@@ -142,6 +203,12 @@ def report(title: str, events, audio_s: float, wall_s: float, speed: str) -> Non
             print(row)
     if speed == "max":
         print(f"\nreal-time factor: {wall_s / audio_s:.3f} (wall {wall_s:.1f} s for {audio_s:.1f} s of audio)")
+    print(f"\nCPU real-time factor: {cpu_s / audio_s:.3f} (CPU s of all threads per audio s; {cpu_s:.1f} s)")
+    if delays:
+        print(
+            f"interim-word delay (word end -> on screen), {len(delays)} words of > 6 s turns: "
+            f"p50 {pct(delays, 50):.2f} s, p95 {pct(delays, 95):.2f} s, max {max(delays):.2f} s"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -152,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--speed", choices=("realtime", "max"), default="realtime")
     ap.add_argument("--end-silence-ms", type=int, nargs="+", default=[500])
     ap.add_argument("--compare", action="store_true", help="also run the plain sequential pipeline")
+    ap.add_argument("--modes", nargs="+", choices=list(MODES), default=None, help="pipelines to run (overrides)")
     ap.add_argument("--ui", action="store_true", help="run inside the Textual app (headless) and time the UI stage")
     args = ap.parse_args(argv)
 
@@ -159,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
 
     _quiet_libraries(False)
     default = "overlap" if args.speed == "max" else "speculative"  # what ser-live does
-    modes = [default, "sequential"] if args.compare else [default]
+    modes = args.modes or ([default, "sequential"] if args.compare else [default])
     print(
         f"# {platform.machine()}, {len(__import__('os').sched_getaffinity(0))} cores; "
         f"ASR {', '.join(args.asr_model)}; speed {args.speed}"
@@ -183,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
                 summary.append(
                     (asr_model, name, silence, wall_s / audio_s, pct(asr, 50), pct(totals[name], 95), desc["wer"])
                 )
-            if len(totals) == 2:
+            if default in totals and "sequential" in totals:
                 s, q = totals[default], totals["sequential"]
                 print(
                     f"\nsequential / {default} latency: p50 {pct(q, 50) / pct(s, 50):.2f}x, "

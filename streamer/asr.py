@@ -247,8 +247,9 @@ class Transcriber:
         """Whether one encoder window holds the utterance (else the long-form path transcribes it)."""
         return n_samples / SAMPLE_RATE_HZ + self.policy.pad_s <= WHISPER_WINDOW_S
 
-    def encode(self, audio: np.ndarray) -> Encoded:
-        """(n,) float32 16 kHz utterance -> encoder states over the policy's window.
+    def encode(self, audio: np.ndarray, policy: EncodePolicy | None = None) -> Encoded:
+        """(n,) float32 16 kHz utterance -> encoder states over the policy's window
+        (``policy``: another window than the transcriber's, for interim words only).
 
         The mel frames are computed as faster-whisper does (160 samples of padding, log-mel
         normalised over the utterance), then padded with zero frames up to the window;
@@ -257,7 +258,7 @@ class Transcriber:
         x = _check_mono(audio)
         fx = self.model.feature_extractor
         mel = fx(x) if len(x) else np.zeros((fx.mel_filters.shape[0], 0), np.float32)
-        frames = self.policy.window_frames(len(x))
+        frames = (policy or self.policy).window_frames(len(x))
         mel = mel[:, :frames]
         if mel.shape[1] < frames:
             mel = np.pad(mel, ((0, 0), (0, frames - mel.shape[1])))

@@ -99,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="append one JSON event per utterance (an existing file is appended to, never replaced)",
     )
+    out.add_argument(
+        "--interim",
+        action="store_true",
+        help='also write interim transcripts (words of an utterance still being spoken, type "interim") to '
+        "--jsonl and the line output; the UI always shows them while speculating",
+    )
     out.add_argument("--export", choices=("csv", "srt", "vtt"), default=None, help="write the timeline at the end")
     out.add_argument(
         "--export-path",
@@ -198,7 +204,7 @@ def build_pipeline(args):
     tracker = _tracker(args, seg)
     recorder = Recorder(args.record) if args.record else None
     speculate = not args.no_speculate and not (args.replay is not None and args.speed == "max")
-    config = PipelineConfig(speculate=speculate, overlap=not args.no_speculate)
+    config = PipelineConfig(speculate=speculate, overlap=not args.no_speculate, interim=speculate)
     return tracker.live_pipeline(source, recorder=recorder, config=config), tracker.checkpoint
 
 
@@ -277,8 +283,8 @@ def _say(line: str, stream=None) -> None:
 
 
 def run_headless(pipeline, args) -> int:
-    from streamer.events import StatusEvent, UtteranceEvent
-    from streamer.export import JsonlWriter, format_line
+    from streamer.events import InterimEvent, StatusEvent, UtteranceEvent
+    from streamer.export import JsonlWriter, escape_controls, format_line
 
     events: list[UtteranceEvent] = []
     writer = JsonlWriter(args.jsonl) if args.jsonl else None
@@ -286,9 +292,13 @@ def run_headless(pipeline, args) -> int:
 
     def emit(event) -> None:
         nonlocal writer
-        if isinstance(event, UtteranceEvent):
-            events.append(event)
-            _say(format_line(event))
+        interim = args.interim and isinstance(event, InterimEvent)
+        if interim:
+            _say(f"… {event.speaker or '-'}: {escape_controls(event.text)}")
+        if isinstance(event, UtteranceEvent) or interim:
+            if not interim:
+                events.append(event)
+                _say(format_line(event))
             if writer is not None:
                 try:
                     writer.write(event)
@@ -368,7 +378,14 @@ def main(argv: list[str] | None = None) -> int:
         from streamer.ui import EmotionApp
 
         tee = Collecting(pipeline)
-        app = EmotionApp(tee, ck.labels, save_dir=args.save_dir, jsonl_path=args.jsonl, allow_save=not args.no_save)
+        app = EmotionApp(
+            tee,
+            ck.labels,
+            save_dir=args.save_dir,
+            jsonl_path=args.jsonl,
+            allow_save=not args.no_save,
+            interim_jsonl=args.interim,
+        )
         app.run()
         if not _write_export(tee.events, args, description=pipeline.describe()):
             return 1

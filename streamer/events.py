@@ -38,6 +38,26 @@ class UtteranceEvent:
 
 
 @dataclass(frozen=True)
+class InterimEvent:
+    """Words of an utterance still being spoken: replaced by its :class:`UtteranceEvent`.
+
+    Emitted only by a pipeline configured for interim words (``PipelineConfig.interim``);
+    ``start_s`` is the start the final event will have, ``end_s`` how much had been heard.
+    Consumers that do not know it ignore it (the JSONL gets it only with ``--interim``).
+    """
+
+    start_s: float
+    end_s: float
+    speaker: str | None
+    text: str
+    channel: int = 0
+    latency_ms: dict[str, float] = field(default_factory=dict)  # "asr": time of the interim decode
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": "interim", **asdict(self)}
+
+
+@dataclass(frozen=True)
 class LevelEvent:
     """Input level (dBFS of the last block) and whether the segmenter is inside speech."""
 
@@ -58,7 +78,7 @@ class StatusEvent:
     error: bool = False
 
 
-Event = UtteranceEvent | LevelEvent | StatusEvent
+Event = UtteranceEvent | InterimEvent | LevelEvent | StatusEvent
 
 
 class Pipeline(Protocol):

@@ -23,7 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from streamer.events import UtteranceEvent
+from streamer.events import InterimEvent, UtteranceEvent
 
 log = logging.getLogger(__name__)
 
@@ -171,10 +171,13 @@ class JsonlWriter:
             self._file.write("\n")
             self._file.flush()
 
-    def write(self, event: UtteranceEvent) -> None:
-        """Append one event as a line and flush it to the OS."""
-        if not isinstance(event, UtteranceEvent):
-            raise TypeError(f"JsonlWriter takes UtteranceEvent, got {type(event).__name__}; filter the events first.")
+    def write(self, event: UtteranceEvent | InterimEvent) -> None:
+        """Append one event as a line and flush it to the OS (interim events carry ``"type": "interim"``)."""
+        if not isinstance(event, UtteranceEvent | InterimEvent):
+            raise TypeError(
+                f"JsonlWriter takes UtteranceEvent or InterimEvent, got {type(event).__name__}; "
+                "filter the events first."
+            )
         self.write_line(event_to_json(event))
 
     def write_line(self, line: str) -> None:
@@ -237,7 +240,10 @@ def read_jsonl(path: str | os.PathLike[str], skip_invalid: bool = False) -> list
             if not line.strip():
                 continue
             try:
-                events.append(event_from_dict(json.loads(line)))
+                data = json.loads(line)
+                if isinstance(data, dict) and data.get("type") == "interim":
+                    continue  # --interim words, replaced by the utterance's own record
+                events.append(event_from_dict(data))
             except (ValueError, TypeError) as e:
                 if not skip_invalid:
                     raise ValueError(

@@ -23,7 +23,8 @@ import numpy as np
 
 from models.checkpoint import Checkpoint
 from models.streaming import StreamingClassifier
-from streamer.events import Event, LevelEvent, StatusEvent, UtteranceEvent
+from streamer.events import Event, InterimEvent, LevelEvent, StatusEvent, UtteranceEvent
+from streamer.interim import PieceTranscripts
 from streamer.segmenter import Segmenter, SegmenterConfig, Utterance
 from streamer.text_context import DialogueHistory
 
@@ -51,10 +52,23 @@ class PipelineConfig:
     #: of openSMILE's time (~45 ms of a 3 s utterance, ~110 ms of a 9 s one). Same results.
     #: ``speculate=False, overlap=False`` is the plain sequential pipeline.
     overlap: bool = True
+    #: Interim words (:class:`~streamer.events.InterimEvent`) while an utterance goes on past
+    #: ``interim_after_ms``, at most every ``interim_every_ms`` of audio, decoded in the worker
+    #: only when it is idle (needs ``speculate``). They never change the final events.
+    interim: bool = False
+    interim_after_ms: int = 1500
+    interim_every_ms: int = 1000
 
     def __post_init__(self) -> None:
         if self.level_every_ms < 10:
             raise ValueError("level_every_ms must be at least 10 ms")
+        if self.interim_after_ms < 0 or self.interim_every_ms < 100:
+            raise ValueError(
+                f"interim_after_ms must be >= 0 and interim_every_ms >= 100 ms, got "
+                f"{self.interim_after_ms} and {self.interim_every_ms}"
+            )
+        if self.interim and not self.speculate:
+            raise ValueError("interim words need speculate=True (they are decoded in the worker thread)")
 
 
 class UtteranceProcessor:
@@ -81,6 +95,8 @@ class UtteranceProcessor:
         text = checkpoint.pipeline.text
         #: The past transcripts the text encoder reads with each line (dialogue state, like the classifier's).
         self.history = DialogueHistory(text.context_turns if text is not None else 0)
+        #: Transcripts of long utterances piece by piece (cut at pauses), each piece decoded once.
+        self.pieces = PieceTranscripts(transcriber) if transcriber is not None else None
 
     def reset(self) -> None:
         self.classifier.reset()
@@ -100,10 +116,10 @@ class UtteranceProcessor:
             t = time.perf_counter()
             encoded = None
             if self.shared_encoder:
-                encoded = self.transcriber.encode(utt.audio)
-                text = self.transcriber.transcribe(utt.audio, encoded)
+                encoded = self.transcriber.encode(utt.audio)  # the audio features' pass, whatever the cuts
+                text = self.pieces.text(utt, encoded)
             else:
-                text = self.transcriber.transcribe(utt.audio) if self.transcriber is not None else ""
+                text = self.pieces.text(utt) if self.pieces is not None else ""
             latency["asr"] = (time.perf_counter() - t) * 1000
             speaker = utt.speaker
             speaker_id = SPEAKER_NAMES.index(speaker) if speaker and speaker in SPEAKER_NAMES else 0
@@ -127,6 +143,13 @@ class UtteranceProcessor:
                 ahead.cancel()
             return Prepared(text, None, latency, str(exc) or type(exc).__name__)
         return Prepared(text, feats, latency, text_context=context)
+
+    def interim(self, utt: Utterance) -> InterimEvent:
+        """Words so far of an utterance in progress (see :mod:`streamer.interim`); no dialogue state."""
+        t = time.perf_counter()
+        text = self.pieces.interim(utt) if self.pieces is not None else ""
+        ms = {"asr": (time.perf_counter() - t) * 1000}
+        return InterimEvent(round(utt.start_s, 3), round(utt.end_s, 3), utt.speaker, text, utt.channel or 0, ms)
 
     def __call__(self, utt: Utterance, decided_at: float | None = None, prepared: Prepared | None = None):
         """Classify one utterance (preparing it here unless ``prepared`` is given); latencies
@@ -216,6 +239,8 @@ class LivePipeline:
             )
         )
         work = _Work(self.processor, self.config.speculate, self.config.overlap)
+        interim_after = rate * self.config.interim_after_ms // 1000 if self.config.interim else None
+        interim_every = rate * self.config.interim_every_ms // 1000
         recorder = self.recorder
         try:
             for block in self.source:
@@ -242,7 +267,12 @@ class LivePipeline:
                     for utt in utts:
                         emit(work.finish(k, utt))
                     if not utts:
-                        work.speculate(k, seg.tentative())
+                        guess = seg.tentative()
+                        work.speculate(k, guess)
+                        if interim_after is not None and guess is None and seg.in_speech:
+                            work.interim(k, seg, interim_after, interim_every)
+                for interim in work.interims():
+                    emit(interim)
                 since_level += blocks.shape[1]
                 if since_level >= level_every:
                     since_level = 0
@@ -309,6 +339,38 @@ class _Work:
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="ser-live-prepare") if speculate else None
         self.audio_pool = ThreadPoolExecutor(1, thread_name_prefix="ser-live-audio") if overlap else None
         self.pending: dict[int, tuple[tuple[int, int], Future]] = {}  # per segmenter: bounds -> result
+        self.interim_jobs: dict[int, Future] = {}  # per segmenter: the interim decode running
+        self.interim_at: dict[int, int] = {}  # per segmenter: samples heard at the last interim
+        self.finished_at: dict[int, float] = {}  # per segmenter: end (s) of its last final event
+
+    def _idle(self) -> bool:
+        return all(f.done() for _, f in self.pending.values()) and all(f.done() for f in self.interim_jobs.values())
+
+    def interim(self, channel: int, seg: Segmenter, after: int, every: int) -> None:
+        """Start an interim decode of ``seg``'s utterance in progress if the worker is idle, the
+        utterance is ``after`` samples long and ``every`` samples were heard since the last one."""
+        if self.pool is None or not self._idle() or seg.samples_seen - self.interim_at.get(channel, -every) < every:
+            return
+        utt = seg.in_progress()
+        if utt is None or utt.end_sample - utt.start_sample < after:
+            return
+        self.interim_at[channel] = seg.samples_seen
+        self.interim_jobs[channel] = self.pool.submit(self.processor.interim, utt)
+
+    def interims(self) -> list[InterimEvent]:
+        """Interim events whose decode has finished, unless their utterance has ended meanwhile."""
+        out = []
+        for channel, future in list(self.interim_jobs.items()):
+            if not future.done():
+                continue
+            del self.interim_jobs[channel]
+            if future.cancelled() or future.exception() is not None:
+                log.debug("interim decode failed: %s", None if future.cancelled() else future.exception())
+                continue
+            event = future.result()
+            if event.start_s >= self.finished_at.get(channel, -1.0):  # same rounding (ms) on both sides
+                out.append(event)
+        return out
 
     def speculate(self, channel: int, utt: Utterance | None) -> None:
         if self.pool is None or utt is None:
@@ -325,6 +387,10 @@ class _Work:
 
     def finish(self, channel: int, utt: Utterance) -> UtteranceEvent:
         decided_at = time.perf_counter()
+        self.finished_at[channel] = round(utt.end_s, 3)
+        job = self.interim_jobs.pop(channel, None)
+        if job is not None:
+            job.cancel()  # not started yet: its words are stale (a running one is dropped when done)
         if self.pool is None:
             return self.processor(utt, decided_at, self.processor.prepare(utt, self.audio_pool))
         old = self.pending.pop(channel, None)
@@ -337,9 +403,10 @@ class _Work:
         return self.processor(utt, decided_at, future.result())
 
     def drop_guesses(self) -> None:
-        for _, future in self.pending.values():
+        for future in [f for _, f in self.pending.values()] + list(self.interim_jobs.values()):
             future.cancel()
         self.pending.clear()
+        self.interim_jobs.clear()
 
     def close(self) -> None:
         if self.pool is not None:

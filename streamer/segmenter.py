@@ -20,7 +20,12 @@ one, with sample-exact bookkeeping:
   decision is stamped ``decided_at_sample`` so the live latency can be measured from it;
 * detections whose voiced span is shorter than ``min_utterance_ms`` are clicks and dropped;
 * speech longer than ``max_utterance_ms`` is split at the quietest frame of its later half,
-  never dropped, so ASR and the classifier get bounded inputs.
+  never dropped, so ASR and the classifier get bounded inputs;
+* inside a long utterance, a pause of ``cut_pause_ms`` (too short to end it) at least
+  ``min_piece_ms`` after the previous cut marks a *cut*: a place where its transcript may be
+  decoded in pieces (``Utterance.cuts``). Cuts are decided causally, frame by frame, so the
+  utterance in progress (:meth:`Segmenter.in_progress`) and the finished one share them and
+  a piece decoded while the speaker goes on is the finished utterance's piece too.
 
 Outside speech only the ring and the preroll are kept, so memory stays bounded in silence.
 """
@@ -58,6 +63,10 @@ class SegmenterConfig:
     min_snr_db: float = 10.0  # a voiced frame must also be this far above the noise floor (0 = no gate)
     noise_window_ms: int = 5000  # the noise floor is a low percentile of the frame levels in this window
     noise_percentile: float = 10.0  # (not the minimum: one digitally silent frame must not lower it)
+    #: An unvoiced run this long inside speech may cut the transcript (0 = never, the default until
+    #: the piecewise WER and latency are measured: docs/benchmarks.md).
+    cut_pause_ms: int = 0
+    min_piece_ms: int = 3000  # every piece between cuts (and after the last) is at least this long
 
     def __post_init__(self) -> None:
         if self.sample_rate_hz not in (8000, 16000, 32000, 48000):
@@ -88,6 +97,12 @@ class SegmenterConfig:
                 raise ValueError(f"{name} must be in (0, 1], got {value}")
         if not 0.0 <= self.noise_percentile < 50.0:
             raise ValueError(f"noise_percentile must be in [0, 50), got {self.noise_percentile}")
+        if self.cut_pause_ms < 0 or self.cut_pause_ms >= self.end_silence_ms:
+            raise ValueError(
+                f"cut_pause_ms must be in [0, end_silence_ms ({self.end_silence_ms})), got {self.cut_pause_ms}"
+            )
+        if self.min_piece_ms < 1000:
+            raise ValueError(f"min_piece_ms must be at least 1000 ms (Whisper needs context), got {self.min_piece_ms}")
         if self.min_snr_db < 0:
             raise ValueError(f"min_snr_db must be >= 0 (0 disables the noise gate), got {self.min_snr_db}")
 
@@ -111,6 +126,9 @@ class Utterance:
     sample_rate_hz: int = 16000
     channel: int | None = None
     speaker: str | None = None
+    #: Sample offsets (from ``start_sample``, increasing, inside the audio) of pauses where the
+    #: transcript may be decoded in pieces; empty: one piece (see the module docstring).
+    cuts: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.audio.ndim != 1 or self.audio.dtype != np.float32:
@@ -119,6 +137,14 @@ class Utterance:
             raise ValueError(
                 f"Utterance audio has {len(self.audio)} samples but spans {self.end_sample - self.start_sample}"
             )
+        bounds = (0, *self.cuts, len(self.audio))
+        if any(a >= b for a, b in zip(bounds, bounds[1:])):
+            raise ValueError(f"Utterance cuts must increase strictly inside the audio, got {self.cuts}")
+
+    def pieces(self) -> list[tuple[int, int]]:
+        """(start, end) sample offsets of the pieces the cuts make (one piece without cuts)."""
+        bounds = (0, *self.cuts, len(self.audio))
+        return list(zip(bounds, bounds[1:]))
 
     @property
     def start_s(self) -> float:
@@ -161,6 +187,8 @@ class Segmenter:
         self._noise_frames = c.frames(c.noise_window_ms)
         self._min_samples = c.min_utterance_ms * c.sample_rate_hz // 1000
         self._max_frames = c.max_utterance_ms // c.frame_ms
+        self._cut_frames = c.frames(c.cut_pause_ms) if c.cut_pause_ms else 0
+        self._piece_frames = c.frames(c.min_piece_ms)
         self.reset()
 
     # -- state ---------------------------------------------------------------------------------
@@ -187,6 +215,8 @@ class Segmenter:
         self._last_voiced = -1
         self._tail: deque[bool] = deque(maxlen=self._end_frames)  # voiced flags since the onset
         self._continued = False  # the utterance is the rest of a split one
+        self._cuts: list[int] = []  # frame indices where the transcript may be cut (see Utterance.cuts)
+        self._unvoiced_run = 0  # unvoiced frames since the last voiced one
 
     @property
     def in_speech(self) -> bool:
@@ -230,6 +260,18 @@ class Segmenter:
         if last + 1 < end_frame or len(self._speech) >= self._max_frames:
             return None
         return self._make(self._speech[0].index, end_frame, -1)
+
+    def in_progress(self) -> Utterance | None:
+        """The utterance being spoken, up to the last whole frame (None outside speech).
+
+        For interim transcripts while the speaker goes on: its ``cuts`` are the ones the
+        finished utterance will have (the last may be dropped if too little follows it), so
+        its pieces before the last cut are pieces of the finished utterance. Pure; its
+        ``decided_at_sample`` is -1 and ``end_sample`` tells how much has been heard.
+        """
+        if not self._in_speech or not self._speech:
+            return None
+        return self._make(self._speech[0].index, self._speech[-1].index + 1, -1, final=False)
 
     def skip(self, n_samples: int) -> None:
         """Let ``n_samples`` pass unheard (paused input): the utterance in progress is dropped,
@@ -303,6 +345,9 @@ class Segmenter:
         self._tail.append(voiced)
         if voiced:
             self._last_voiced = index
+            self._maybe_cut(index)
+        else:
+            self._unvoiced_run += 1
         unvoiced = len(self._tail) - sum(self._tail)
         if len(self._tail) == self._end_frames and unvoiced >= c.end_ratio * self._end_frames:
             end_frame = min(self._last_voiced + 1 + self._postroll_frames, index + 1)
@@ -313,6 +358,17 @@ class Segmenter:
             return self._split()
         return []
 
+    def _maybe_cut(self, index: int) -> None:
+        """A voiced frame after a pause of ``cut_pause_ms``: cut in the middle of the pause,
+        if the piece before it is long enough. Causal: decided on frames already seen."""
+        run, self._unvoiced_run = self._unvoiced_run, 0
+        if not self._cut_frames or run < self._cut_frames:
+            return
+        cut = index - (run + 1) // 2
+        previous = self._cuts[-1] if self._cuts else self._speech[0].index
+        if cut - previous >= self._piece_frames:
+            self._cuts.append(cut)
+
     def _start_speech(self, ring: list[_Frame]) -> None:
         voiced = [f.index for f in ring if f.voiced]
         start = voiced[0] - self._preroll_frames
@@ -321,6 +377,7 @@ class Segmenter:
         self._in_speech = True
         self._last_voiced = voiced[-1]
         self._tail.clear()
+        self._cuts, self._unvoiced_run = [], 0
         logger.debug("speech onset at sample %d", self._sample(self._speech[0].index))
 
     def _end_speech(self) -> None:
@@ -337,6 +394,7 @@ class Segmenter:
         cut = frames[quiet].index + 1
         utt = self._make(frames[0].index, cut, self._sample(frames[-1].index + 1), split=True)
         self._speech = frames[quiet + 1 :]
+        self._cuts = [c for c in self._cuts if c - cut >= self._piece_frames]
         self._continued = True  # the rest is speech already: no click filter on it
         logger.debug("utterance longer than %d ms split at sample %d", self.config.max_utterance_ms, self._sample(cut))
         return [utt] if utt is not None else []
@@ -345,7 +403,13 @@ class Segmenter:
         return self._offset + frame_index * self._n
 
     def _make(
-        self, start_frame: int, end_frame: int, decided_at: int, extra: np.ndarray | None = None, split: bool = False
+        self,
+        start_frame: int,
+        end_frame: int,
+        decided_at: int,
+        extra: np.ndarray | None = None,
+        split: bool = False,
+        final: bool = True,
     ) -> Utterance | None:
         frames = [f for f in self._speech if start_frame <= f.index < end_frame]
         voiced = [f.index for f in frames if f.voiced]
@@ -358,6 +422,9 @@ class Segmenter:
         parts = [f.audio for f in frames] + ([extra] if extra is not None and len(extra) else [])
         audio = np.concatenate(parts).astype(np.float32, copy=False)
         start = self._sample(start_frame)
+        cuts = [c for c in self._cuts if start_frame < c < end_frame]
+        if final and cuts and end_frame - cuts[-1] < self._piece_frames:
+            cuts.pop()  # too little after the last cut: that piece would be too short for Whisper
         return Utterance(
             start_sample=start,
             end_sample=start + len(audio),
@@ -366,44 +433,5 @@ class Segmenter:
             sample_rate_hz=self.config.sample_rate_hz,
             channel=self.channel,
             speaker=self.speaker,
+            cuts=tuple((c - start_frame) * self._n for c in cuts),
         )
-
-
-#: Silence :func:`live_cut` puts before a clip: what a replayed recording has between turns.
-LEAD_SILENCE_MS = 1000
-
-
-def live_cut(audio: np.ndarray, config: SegmenterConfig | None = None) -> np.ndarray:
-    """The audio the live tracker would analyse for ``audio`` said alone: the segmenter's cut.
-
-    Training clips carry their own leading/trailing silence (RAVDESS has ~1 s of it), while
-    live features come from the segmenter's cut with its pre- and post-roll: features of
-    whole clips are a train/serve skew (7 weighted-F1 points of openSMILE on unseen voices).
-    So training features are computed on this cut: the clip is put between
-    ``LEAD_SILENCE_MS`` of digital silence and enough silence to end the utterance, run
-    through a fresh :class:`Segmenter`, and the span from its first utterance's start to its
-    last's end is returned (live, a long pause inside a clip would split it; training keeps
-    the clip whole so it keeps its label). A clip in which the segmenter finds no speech is
-    returned as it is. Replaying exactly that padded audio gives the same cut (tested).
-    """
-    config = config or SegmenterConfig()
-    x = np.asarray(audio, np.float32)
-    padded = pad_like_live_cut(x, config)
-    seg = Segmenter(config)
-    utts = seg.push(padded) + seg.flush()
-    if not utts:
-        return x
-    return padded[utts[0].start_sample : utts[-1].end_sample].copy()
-
-
-def pad_like_live_cut(audio: np.ndarray, config: SegmenterConfig | None = None) -> np.ndarray:
-    """The padded signal :func:`live_cut` segments (for replaying a clip as the tracker hears it)."""
-    config = config or SegmenterConfig()
-    rate = config.sample_rate_hz
-    return np.concatenate(
-        [
-            np.zeros(rate * LEAD_SILENCE_MS // 1000, np.float32),
-            np.asarray(audio, np.float32),
-            np.zeros(rate * (config.end_silence_ms + 500) // 1000, np.float32),
-        ]
-    )

@@ -30,9 +30,9 @@ from textual.message import Message
 from textual.widgets import Footer, Header, Static
 from textual.worker import Worker, WorkerState
 
-from streamer.events import Event, LevelEvent, Pipeline, StatusEvent, UtteranceEvent
+from streamer.events import Event, InterimEvent, LevelEvent, Pipeline, StatusEvent, UtteranceEvent
 from streamer.export import JsonlWriter, escape_controls, event_to_json, write_session_jsonl
-from streamer.widgets import EmotionStrip, LevelMeter, Palette, Timeline, UtteranceRow
+from streamer.widgets import EmotionStrip, InterimRow, LevelMeter, Palette, Timeline, UtteranceRow
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class PipelineMessage(Message):
     "ui" latency stage: from the event leaving the pipeline to the screen refresh that shows it.
     """
 
-    def __init__(self, event: UtteranceEvent | StatusEvent) -> None:
+    def __init__(self, event: UtteranceEvent | InterimEvent | StatusEvent) -> None:
         super().__init__()
         self.event = event
         self.posted_at = time.perf_counter()
@@ -104,6 +104,7 @@ class EmotionApp(App[None]):
         max_rows: int = 500,
         record_limit: int = RECORD_LIMIT,
         quit_timeout_s: float = 3.0,
+        interim_jsonl: bool = False,
     ) -> None:
         if not labels or len(set(labels)) != len(labels):
             raise ValueError(f"labels must be a non-empty list of distinct class names, got {labels!r}.")
@@ -119,6 +120,10 @@ class EmotionApp(App[None]):
         self.max_rows, self.record_limit, self.quit_timeout_s = max_rows, record_limit, quit_timeout_s
         self.stop, self.paused, self.pipeline_done = threading.Event(), threading.Event(), threading.Event()
         self._writer = JsonlWriter(jsonl_path) if jsonl_path is not None else None
+        #: ``--interim``: interim events go to the JSONL too (the timeline always shows them)
+        self.interim_jsonl = interim_jsonl
+        #: (start_s, ms from emission to the refresh that drew it) per interim row, for benchmarks
+        self.interim_shown: deque[tuple[float, float]] = deque(maxlen=record_limit)
         self._level_lock = threading.Lock()
         self._level: LevelEvent | None = None
         self._level_posted = False
@@ -190,12 +195,14 @@ class EmotionApp(App[None]):
             if post:
                 self._post(LevelTick())
             return
-        if not isinstance(event, UtteranceEvent | StatusEvent):
+        if not isinstance(event, UtteranceEvent | InterimEvent | StatusEvent):
             raise TypeError(
-                f"pipeline emitted {type(event).__name__}; emit takes UtteranceEvent, LevelEvent or StatusEvent."
+                f"pipeline emitted {type(event).__name__}; emit takes UtteranceEvent, InterimEvent, LevelEvent or "
+                "StatusEvent."
             )
         writer = self._writer
-        if writer is not None and isinstance(event, UtteranceEvent):
+        logged = isinstance(event, UtteranceEvent) or (self.interim_jsonl and isinstance(event, InterimEvent))
+        if writer is not None and logged:
             try:
                 writer.write(event)
             except (OSError, ValueError) as e:
@@ -223,6 +230,9 @@ class EmotionApp(App[None]):
             if isinstance(event, UtteranceEvent):
                 self._add_utterance(event)
                 self.call_after_refresh(self._shown, event, message.posted_at)
+            elif isinstance(event, InterimEvent):
+                self.query_one(Timeline).set_interim(event.channel, InterimRow(event))
+                self.call_after_refresh(self._interim_shown, event, message.posted_at)
             else:
                 self._apply_status(event)
         except Exception as e:  # one malformed event must not take the session down
@@ -244,6 +254,9 @@ class EmotionApp(App[None]):
                 self._latency.setdefault(stage, RollingMedian(self.record_limit)).add(float(ms))
         self.query_one(EmotionStrip).add(event.label if event.error is None else None)
         self.query_one(Timeline).add(row)
+
+    def _interim_shown(self, event: InterimEvent, posted_at: float) -> None:
+        self.interim_shown.append((event.start_s, (time.perf_counter() - posted_at) * 1000))
 
     def _shown(self, event: UtteranceEvent, posted_at: float) -> None:
         """Runs after the refresh that drew ``event``'s row: the end of its "ui" stage."""
@@ -267,6 +280,8 @@ class EmotionApp(App[None]):
             self.notify(escape_controls(event.message), severity="error", markup=False)
         if event.finished:
             self.finished = True
+            for channel in list(self.query_one(Timeline).interim):  # no final will come for these
+                self.query_one(Timeline).set_interim(channel, None)
             self.query_one(LevelMeter).state = "ended"
             self.notify("input ended — press q to quit")
 

@@ -22,7 +22,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 from textual.widget import Widget
 
-from streamer.events import LevelEvent, UtteranceEvent
+from streamer.events import InterimEvent, LevelEvent, UtteranceEvent
 from streamer.export import escape_controls, format_clock
 
 _COLOUR_NAMES = {
@@ -139,6 +139,31 @@ class UtteranceRow:
         return grid
 
 
+class InterimRow:
+    """The row of an utterance still being spoken: its words so far, marked as interim (dim,
+    italic, "…"); the timeline shows it below the finished rows until the final replaces it."""
+
+    details = False  # no probabilities yet; the timeline sets the attribute on every row
+
+    def __init__(self, event: InterimEvent) -> None:
+        self.event = event
+        self._cells = [
+            Text(format_clock(event.start_s), style="dim"),
+            Text(escape_controls(event.speaker or "-"), style="bold"),
+            Text("… interim", style="dim italic"),
+            Text(escape_controls(event.text) or "…", style="dim italic"),
+        ]
+
+    def render(self) -> RenderableType:
+        grid = Table.grid(padding=(0, 1))
+        grid.add_column(width=8, no_wrap=True)
+        grid.add_column(width=6, no_wrap=True, overflow="ellipsis")
+        grid.add_column(width=14, no_wrap=True)
+        grid.add_column(ratio=1)
+        grid.add_row(*self._cells)
+        return grid
+
+
 class Timeline(ScrollView):
     """The last ``max_rows`` utterances as pre-rendered lines, drawn a screen line at a time.
 
@@ -158,6 +183,9 @@ class Timeline(ScrollView):
         self._lines: list[Strip] = []
         self._width = 0
         self._details = False
+        #: rows of utterances still being spoken, by channel, drawn after the finished rows
+        self.interim: dict[int, InterimRow] = {}
+        self._interim_lines: list[Strip] = []
 
     @property
     def details(self) -> bool:
@@ -170,8 +198,29 @@ class Timeline(ScrollView):
             row.details = value
         self._reflow()
 
-    def add(self, row: UtteranceRow) -> None:
+    def set_interim(self, channel: int, row: InterimRow | None) -> None:
+        """Show (or with None remove) the interim row of ``channel``, below the finished rows."""
         follow = self.scroll_y >= self.max_scroll_y
+        if row is None:
+            if self.interim.pop(channel, None) is None:
+                return
+        else:
+            self.interim[channel] = row
+        self._render_interim()
+        self._resized(follow)
+
+    def _render_interim(self) -> None:
+        self._interim_lines = [line for key in sorted(self.interim) for line in self._render_row(self.interim[key])]
+
+    def add(self, row: UtteranceRow) -> None:
+        """Append a finished row; it replaces the interim row of the same utterance (same start:
+        both come from the same sample count), wherever the final's speaker name comes from."""
+        follow = self.scroll_y >= self.max_scroll_y
+        replaced = [k for k, r in self.interim.items() if r.event.start_s == row.event.start_s]
+        for key in replaced:
+            del self.interim[key]
+        if replaced:
+            self._render_interim()
         row.details = self._details
         if len(self.rows) == self.rows.maxlen:
             self.rows.popleft()
@@ -197,10 +246,11 @@ class Timeline(ScrollView):
         self._lines, self._heights = [], deque()
         for row in self.rows:
             self._append_lines(row)
+        self._render_interim()
         self._resized(follow)
 
     def _resized(self, follow: bool) -> None:
-        self.virtual_size = Size(self._width, len(self._lines))
+        self.virtual_size = Size(self._width, len(self._lines) + len(self._interim_lines))
         if follow:
             self.scroll_end(animate=False, immediate=False, x_axis=False)
         self.refresh()
@@ -215,9 +265,13 @@ class Timeline(ScrollView):
         scroll_x, scroll_y = self.scroll_offset
         width = self.scrollable_content_region.width
         index = scroll_y + y
-        if index >= len(self._lines):
+        lines = self._lines
+        if index >= len(lines):
+            index -= len(lines)
+            lines = self._interim_lines
+        if index >= len(lines):
             return Strip.blank(width, self.rich_style)
-        return self._lines[index].crop_extend(scroll_x, scroll_x + width, self.rich_style).apply_style(self.rich_style)
+        return lines[index].crop_extend(scroll_x, scroll_x + width, self.rich_style).apply_style(self.rich_style)
 
 
 class LevelMeter(Widget):

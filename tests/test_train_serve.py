@@ -12,7 +12,8 @@ import torch
 import models
 from models.pipeline import AudioPipeline, FeaturePipeline, WhisperPipeline
 from streamer.asr import FULL_WINDOW, EncodePolicy
-from streamer.segmenter import Segmenter, SegmenterConfig, live_cut, pad_like_live_cut
+from streamer.live_cut import live_cut, pad_like_live_cut
+from streamer.segmenter import Segmenter, SegmenterConfig
 from tests.conftest import LABELS, RAVDESS, read_16k, tiny
 
 CLIP = RAVDESS / "Actor_01" / "03-01-05-02-01-01-01.flac"  # angry, strong intensity: ~1 s of silence around

@@ -42,7 +42,7 @@ class ExtractConfig:
     workers: int = 1
     asr_model: str | None = None  # fills missing transcripts; None: bundled tiny.en
     progress: bool = True
-    #: Train as you serve: features of the segmenter's cut of each clip (streamer.segmenter.live_cut),
+    #: Train as you serve: features of the segmenter's cut of each clip (streamer.live_cut.live_cut),
     #: not of the whole clip with its silences.
     live_cut: bool = True
     #: Pooled Whisper encoder states (mean + std over the speech frames), under this encode policy.
@@ -153,7 +153,7 @@ def _setting_id(**settings) -> str:
 def load_utterance_audio(path, start_s: float | None, end_s: float | None, live_cut: bool) -> np.ndarray:
     """A training utterance's audio as the live tracker would analyse it (see ExtractConfig.live_cut)."""
     from streamer.audio import load_audio
-    from streamer.segmenter import live_cut as cut
+    from streamer.live_cut import live_cut as cut
 
     audio = load_audio(path, start_s=start_s, end_s=end_s)
     return cut(audio) if live_cut else audio

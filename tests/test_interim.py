@@ -1,0 +1,237 @@
+"""Interim words and piecewise transcripts: segmenter cuts, the piece cache, the pipeline's
+interim events (never changing the final ones), the --interim JSONL and the UI's interim row."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from streamer.audio import FileSource, load_audio
+from streamer.events import InterimEvent, StatusEvent, UtteranceEvent
+from streamer.export import read_jsonl
+from streamer.interim import INTERIM_POLICY, PieceTranscripts
+from streamer.pipeline import LivePipeline, PipelineConfig
+from streamer.segmenter import Segmenter, SegmenterConfig, Utterance
+from tests.test_pipeline import FakeFeatures, processor
+
+STORY = Path(__file__).parent.parent / "recordings" / "demo-story.flac"
+
+
+#: Piecewise transcripts on (off by default until measured): cuts at 200 ms pauses.
+CUTS = SegmenterConfig(cut_pause_ms=200)
+
+@pytest.fixture(scope="module")
+def story() -> np.ndarray:
+    return load_audio(STORY)
+
+
+def segment(audio: np.ndarray, config: SegmenterConfig, block: int = 1600):
+    """Finished utterances, and every in-progress snapshot taken after each block."""
+    seg = Segmenter(config)
+    finals, snapshots = [], []
+    for i in range(0, len(audio), block):
+        finals += seg.push(audio[i : i + block])
+        now = seg.in_progress()
+        if now is not None:
+            snapshots.append(now)
+    return finals + seg.flush(), snapshots
+
+
+def session_cuts(utt: Utterance) -> list[int]:
+    return [utt.start_sample + c for c in utt.cuts]
+
+
+def test_long_turns_get_cuts_at_pauses_and_every_piece_is_long_enough(story):
+    config = CUTS
+    finals, _ = segment(story, config)
+    assert len(finals) == 6
+    assert any(u.cuts for u in finals)  # the story's turns have sentence pauses
+    for u in finals:
+        for a, b in u.pieces():
+            assert b - a >= config.min_piece_ms * 16  # 16 samples a millisecond
+
+
+def test_in_progress_cuts_are_the_finished_utterances_cuts(story):
+    finals, snapshots = segment(story, CUTS)
+    for final in finals:
+        during = [s for s in snapshots if s.start_sample == final.start_sample]
+        assert during, "no in-progress snapshot of a long turn"
+        for snap in during:
+            n = min(len(snap.audio), len(final.audio))  # a snapshot may run into the end silence
+            np.testing.assert_array_equal(snap.audio[:n], final.audio[:n])
+            assert snap.decided_at_sample == -1
+            # every cut but the last one seen so far is final (the last may be dropped if too
+            # little speech follows it)
+            assert set(session_cuts(snap)[:-1]) <= set(session_cuts(final))
+        seen = {c for s in during for c in session_cuts(s)}
+        assert set(session_cuts(final)) <= seen
+
+
+def test_cuts_do_not_depend_on_block_sizes_and_can_be_turned_off(story):
+    a, _ = segment(story, CUTS, block=480)
+    b, _ = segment(story, CUTS, block=2731)
+    assert [(u.start_sample, u.end_sample, u.cuts) for u in a] == [(u.start_sample, u.end_sample, u.cuts) for u in b]
+    none, _ = segment(story, SegmenterConfig(cut_pause_ms=0))
+    assert [(u.start_sample, u.end_sample) for u in none] == [(u.start_sample, u.end_sample) for u in a]
+    assert not any(u.cuts for u in none)
+
+
+def test_cut_settings_are_validated_and_bad_cuts_rejected():
+    with pytest.raises(ValueError, match="cut_pause_ms"):
+        SegmenterConfig(cut_pause_ms=500)
+    with pytest.raises(ValueError, match="min_piece_ms"):
+        SegmenterConfig(min_piece_ms=200)
+    with pytest.raises(ValueError, match="cuts"):
+        Utterance(0, 100, np.zeros(100, np.float32), 100, cuts=(50, 40))
+
+
+class PieceFake:
+    """Text names the audio (length, sum) and the encoder window it was decoded on, so a final
+    transcript that used an interim window or the wrong samples reads differently."""
+
+    def __init__(self):
+        self.calls: list[int] = []
+
+    def encode(self, audio, policy=None):
+        return (len(audio), policy.min_window_s if policy is not None else 15.0)
+
+    def transcribe(self, audio, encoded=None):
+        self.calls.append(len(audio))
+        window = encoded[1] if encoded is not None else 15.0
+        return f"n{len(audio)} s{float(np.abs(audio).sum()):.1f} w{window:g}"
+
+
+def test_pieces_are_decoded_once_and_interim_prepares_the_final():
+    rng = np.random.default_rng(0)
+    audio = rng.standard_normal(16000 * 9).astype(np.float32)
+    final = Utterance(32000, 32000 + len(audio), audio, -1, channel=1, cuts=(16000 * 3, 16000 * 6))
+    fake = PieceFake()
+    pieces = PieceTranscripts(fake)
+    so_far = Utterance(32000, 32000 + 16000 * 7, audio[: 16000 * 7].copy(), -1, channel=1, cuts=(16000 * 3, 16000 * 6))
+    words = pieces.interim(so_far)
+    assert words.endswith(f"w{INTERIM_POLICY.min_window_s:g}")  # the open piece on the cheap window
+    assert fake.calls == [48000, 48000, 16000]
+    text = pieces.text(final)
+    assert fake.calls[3:] == [48000]  # only the last piece was left to decode
+    assert pieces.reused == 2
+    fresh = PieceTranscripts(PieceFake()).text(final)
+    assert text == fresh  # the same transcript as without any interim decode
+    assert "w10" not in text and text.count("w15") == 3
+    whole = Utterance(0, len(audio), audio, -1)
+    assert PieceTranscripts(fake).text(whole, fake.encode(audio)) == fake.transcribe(audio)
+
+
+class Paced:
+    """A recording's blocks with a short pause between them, so the worker has idle moments."""
+
+    def __init__(self, path):
+        self.inner = FileSource(path, speed="max")
+        self.duration_s = 0.0
+
+    def __iter__(self):
+        for block in self.inner:
+            time.sleep(0.002)
+            yield block
+        self.duration_s = self.inner.duration_s
+
+
+def run_story(config: PipelineConfig, segmenter: SegmenterConfig = CUTS) -> list:
+    proc = processor()
+    proc.transcriber = PieceFake()
+    proc.pieces = PieceTranscripts(proc.transcriber)
+    proc.features = FakeFeatures()
+    events: list = []
+    LivePipeline(Paced(STORY), proc, segmenter, config=config).run(events.append, threading.Event(), threading.Event())
+    return events
+
+
+def finals(events) -> list[tuple]:
+    return [(e.start_s, e.end_s, e.text, e.label, e.probs) for e in events if isinstance(e, UtteranceEvent)]
+
+
+@pytest.mark.parametrize("segmenter", [CUTS, SegmenterConfig()], ids=["piecewise", "whole"])
+def test_interim_events_never_change_the_final_events(segmenter):
+    on = run_story(PipelineConfig(interim=True), segmenter)
+    off = run_story(PipelineConfig(interim=False), segmenter)
+    plain = run_story(PipelineConfig(speculate=False, overlap=False), segmenter)
+    assert finals(on) == finals(off) == finals(plain)
+    assert len(finals(on)) == 6
+    interims = [e for e in on if isinstance(e, InterimEvent)]
+    assert not any(isinstance(e, InterimEvent) for e in off + plain)
+    assert len(interims) >= 6  # 8-10 s turns, one every second while the worker is idle
+    starts = {f[0] for f in finals(on)}
+    assert {e.start_s for e in interims} <= starts  # each names the start its final will have
+    for e in interims:
+        assert e.end_s - e.start_s >= 1.5 and e.text
+    # an interim event comes before its utterance's final event, never after it
+    order = [(type(e).__name__, e.start_s) for e in on if isinstance(e, InterimEvent | UtteranceEvent)]
+    for i, (kind, start) in enumerate(order):
+        if kind == "InterimEvent":
+            assert ("UtteranceEvent", start) in order[i + 1 :]
+
+
+def test_interim_needs_speculation_and_sane_cadence():
+    with pytest.raises(ValueError, match="speculate"):
+        PipelineConfig(interim=True, speculate=False)
+    with pytest.raises(ValueError, match="interim_every_ms"):
+        PipelineConfig(interim_every_ms=10)
+
+
+# ---------------------------------------------------------------------------- JSONL and line output
+
+INTERIM = InterimEvent(0.25, 2.0, "A", "so yesterday I", 0, {"asr": 80.0})
+FINAL = UtteranceEvent(0, 0.25, 4.0, "A", "so yesterday I took the train", "neutral", 0.9, {"neutral": 0.9})
+
+
+class Scripted:
+    def describe(self):
+        return {}
+
+    def run(self, emit, stop, paused):
+        for e in (INTERIM, FINAL, StatusEvent("input ended", finished=True)):
+            emit(e)
+
+
+@pytest.mark.parametrize("flag", [False, True])
+def test_jsonl_gets_interim_events_only_with_the_flag(tmp_path, capsys, flag):
+    from streamer.cli import build_parser, run_headless
+
+    path = tmp_path / "events.jsonl"
+    argv = ["--no-ui", "--jsonl", str(path)] + (["--interim"] if flag else [])
+    assert run_headless(Scripted(), build_parser().parse_args(argv)) == 0
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [d.get("type") for d in lines] == (["interim", None] if flag else [None])
+    assert [e.text for e in read_jsonl(path)] == [FINAL.text]  # readers skip interim records
+    out = capsys.readouterr().out
+    assert ("so yesterday I\n" in out) is flag
+
+
+# ---------------------------------------------------------------------------- the UI
+
+
+async def test_ui_shows_an_interim_row_then_the_final_replaces_it(tmp_path):
+    from streamer.ui import EmotionApp
+    from streamer.widgets import Timeline
+    from tests.test_ui import LABELS, FakePipeline, rendered, until
+
+    later = dataclasses.replace(INTERIM, end_s=3.0, text="so yesterday I took the")
+    path = tmp_path / "ui.jsonl"
+    pipeline = FakePipeline([INTERIM, 0.4, later, 0.4, FINAL])
+    app = EmotionApp(pipeline, LABELS, jsonl_path=path)
+    async with app.run_test() as pilot:
+        timeline = app.query_one(Timeline)
+        await until(pilot, lambda: timeline.interim)
+        assert not timeline.rows
+        assert "interim" in rendered(timeline.interim[0]) and "so yesterday I" in rendered(timeline.interim[0])
+        await until(pilot, lambda: "took the" in rendered(timeline.interim.get(0, timeline.interim.get(0))))
+        await until(pilot, lambda: timeline.rows)
+        assert not timeline.interim  # replaced by the final row
+        assert [r.event.text for r in timeline.rows] == [FINAL.text]
+        assert len(app.interim_shown) == 2
+    assert [json.loads(line).get("type") for line in path.read_text().splitlines()] == [None]

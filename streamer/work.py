@@ -1,0 +1,112 @@
+"""Where ASR and features run: the one module that starts threads.
+
+:class:`Work` runs each utterance's ASR and features inline, or in one worker thread when
+the pipeline speculates (and the audio-only features in a second one with ``overlap``),
+plus the interim decodes of utterances still in progress when that worker is idle.
+:class:`~streamer.pipeline.LivePipeline` drives it from whatever thread calls ``run``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+from streamer.events import InterimEvent, UtteranceEvent
+from streamer.segmenter import Segmenter, Utterance
+
+if TYPE_CHECKING:
+    from streamer.pipeline import UtteranceProcessor
+
+log = logging.getLogger(__name__)
+
+
+class Work:
+    """Where ASR and features run: inline, or in the one worker thread when speculating;
+    with ``overlap`` the audio-only features of each utterance run in a second thread.
+
+    With speculation every ``prepare`` goes through a single worker thread, so the
+    extractors are never used from two threads at once; the pipeline thread keeps
+    reading audio (and deciding utterance ends on time) meanwhile.
+    """
+
+    def __init__(self, processor: UtteranceProcessor, speculate: bool, overlap: bool = False) -> None:
+        self.processor = processor
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="ser-live-prepare") if speculate else None
+        self.audio_pool = ThreadPoolExecutor(1, thread_name_prefix="ser-live-audio") if overlap else None
+        self.pending: dict[int, tuple[tuple[int, int], Future]] = {}  # per segmenter: bounds -> result
+        self.interim_jobs: dict[int, Future] = {}  # per segmenter: the interim decode running
+        self.interim_at: dict[int, int] = {}  # per segmenter: samples heard at the last interim
+        self.finished_at: dict[int, float] = {}  # per segmenter: end (s) of its last final event
+
+    def _idle(self) -> bool:
+        return all(f.done() for _, f in self.pending.values()) and all(f.done() for f in self.interim_jobs.values())
+
+    def interim(self, channel: int, seg: Segmenter, after: int, every: int) -> None:
+        """Start an interim decode of ``seg``'s utterance in progress if the worker is idle, the
+        utterance is ``after`` samples long and ``every`` samples were heard since the last one."""
+        if self.pool is None or not self._idle() or seg.samples_seen - self.interim_at.get(channel, -every) < every:
+            return
+        utt = seg.in_progress()
+        if utt is None or utt.end_sample - utt.start_sample < after:
+            return
+        self.interim_at[channel] = seg.samples_seen
+        self.interim_jobs[channel] = self.pool.submit(self.processor.interim, utt)
+
+    def interims(self) -> list[InterimEvent]:
+        """Interim events whose decode has finished, unless their utterance has ended meanwhile."""
+        out = []
+        for channel, future in list(self.interim_jobs.items()):
+            if not future.done():
+                continue
+            del self.interim_jobs[channel]
+            if future.cancelled() or future.exception() is not None:
+                log.debug("interim decode failed: %s", None if future.cancelled() else future.exception())
+                continue
+            event = future.result()
+            if event.start_s >= self.finished_at.get(channel, -1.0):  # same rounding (ms) on both sides
+                out.append(event)
+        return out
+
+    def speculate(self, channel: int, utt: Utterance | None) -> None:
+        if self.pool is None or utt is None:
+            return
+        key = (utt.start_sample, utt.end_sample)
+        old = self.pending.get(channel)
+        if old is not None and old[0] == key:
+            return
+        if any(not f.done() for _, f in self.pending.values()):
+            # The worker is still on an earlier guess: queueing more would make the final
+            # utterance wait behind several stale guesses; this bounds it to one.
+            return
+        self.pending[channel] = (key, self.pool.submit(self.processor.prepare, utt, self.audio_pool))
+
+    def finish(self, channel: int, utt: Utterance) -> UtteranceEvent:
+        decided_at = time.perf_counter()
+        self.finished_at[channel] = round(utt.end_s, 3)
+        job = self.interim_jobs.pop(channel, None)
+        if job is not None:
+            job.cancel()  # not started yet: its words are stale (a running one is dropped when done)
+        if self.pool is None:
+            return self.processor(utt, decided_at, self.processor.prepare(utt, self.audio_pool))
+        old = self.pending.pop(channel, None)
+        if old is not None and old[0] == (utt.start_sample, utt.end_sample) and not old[1].cancelled():
+            future = old[1]  # same samples as the guess: its result is this utterance's
+        else:
+            if old is not None:
+                old[1].cancel()
+            future = self.pool.submit(self.processor.prepare, utt, self.audio_pool)
+        return self.processor(utt, decided_at, future.result())
+
+    def drop_guesses(self) -> None:
+        for future in [f for _, f in self.pending.values()] + list(self.interim_jobs.values()):
+            future.cancel()
+        self.pending.clear()
+        self.interim_jobs.clear()
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+        if self.audio_pool is not None:
+            self.audio_pool.shutdown(wait=True, cancel_futures=True)

@@ -8,10 +8,12 @@ cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 NAME=${NAME:-bundle}
 SEEDS=${SEEDS:-0}
-# The fine-tuned text encoder (experiments/text.sh): its fold adapters give the training split's
-# text vectors out of fold. TEXT_ADAPTER= (empty) trains on the frozen MiniLM instead.
-TEXT_ADAPTER=${TEXT_ADAPTER-runs/text/minilm-ctx2-s0/adapter.pt}
-TEXT=()
+# Text: the frozen MiniLM reading each line with its 2 previous turns (TEXT_CONTEXT=0: the line
+# alone). TEXT_ADAPTER=runs/text/<run>/adapter.pt takes a fine-tuned encoder instead
+# (experiments/text.sh; its fold adapters give the training split's text vectors out of fold).
+TEXT_CONTEXT=${TEXT_CONTEXT:-2}
+TEXT_ADAPTER=${TEXT_ADAPTER:-}
+TEXT=(--text-context-turns "$TEXT_CONTEXT")
 if [ -n "$TEXT_ADAPTER" ]; then TEXT=(--text-adapter "$TEXT_ADAPTER"); fi
 # Whisper tiny.en encoder states (15 s encode policy) of the segmenter's cut of every clip.
 $PY -m training extract --dataset mixed --whisper --no-opensmile --splits train validation test --quiet "${TEXT[@]}"

@@ -130,6 +130,12 @@ def _common(p: argparse.ArgumentParser) -> None:
         help="fine-tuned text encoder (adapter.pt from text-tune); its fold adapters give the training split's vectors",
     )
     p.add_argument(
+        "--text-context-turns",
+        type=int,
+        default=0,
+        help="the (frozen) text encoder reads each line with this many past turns",
+    )
+    p.add_argument(
         "--in-sample-text",
         action="store_true",
         help="with --text-adapter: training-split vectors from the full adapter too, not out of fold",
@@ -255,6 +261,7 @@ def _extract_config(args) -> ExtractConfig:
         whisper_min_window_s=args.whisper_window_s,
         text_adapter=args.text_adapter,
         text_out_of_fold=not args.in_sample_text,
+        text_context_turns=args.text_context_turns,
     )
 
 

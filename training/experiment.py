@@ -176,6 +176,10 @@ def build_pipeline(cfg: RunConfig, train_feats: SplitFeatures, train_labels: np.
             from training.text_features import adapter_pipeline
 
             text = adapter_pipeline(cfg.extract.text_adapter)
+        elif cfg.extract.text_context_turns:
+            from training.text_features import context_pipeline
+
+            text = context_pipeline(cfg.extract.text_encoder, cfg.extract.text_context_turns)
         else:
             enc = text_encoder(cfg.extract.text_encoder)
             text = TextPipeline(encoder=enc.name, dim=enc.dim, max_tokens=enc.max_tokens)

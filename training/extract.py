@@ -57,6 +57,8 @@ class ExtractConfig:
     text_out_of_fold: bool = True
     #: A checkpoint's text pipeline (evaluation): its encoder, adapter and context, as live.
     text_pipeline: TextPipeline | None = None
+    #: The frozen encoder reads each line with this many past turns (``utterance_last4`` pooling).
+    text_context_turns: int = 0
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -232,6 +234,10 @@ def extract_split(split: DatasetSplit, cfg: ExtractConfig) -> SplitFeatures:
     enc_id = _setting_id(enc=encoder.name, pool="mean_last4", max_tokens=encoder.max_tokens)
     tkeys = [text_key(t) for t in texts]
     spec = cfg.text_pipeline
+    if spec is None and cfg.text_adapter is None and cfg.text_context_turns:
+        from training.text_features import context_pipeline
+
+        spec = context_pipeline(cfg.text_encoder, cfg.text_context_turns)
     if cfg.text_adapter is not None or (spec is not None and spec.pooling != "mean_last4"):
         from training.text_features import split_vectors
 

@@ -41,6 +41,7 @@ def add_parser(sub) -> None:
     tt.add_argument("--epochs", type=int, default=4)
     tt.add_argument("--lr", type=float, default=5e-4)
     tt.add_argument("--noise-p", type=float, default=0.5, help="P(a line is replaced by ASR-like text) in training")
+    tt.add_argument("--class-weight-power", type=float, default=0.5, help="0: plain cross-entropy")
     tt.add_argument("--untagged-p", type=float, default=0.5, help="P(a dialogue's speakers are hidden) in training")
     tt.add_argument("--seeds", type=int, nargs="+", default=[0])
     tt.add_argument("--folds", type=int, default=0, help="also train K out-of-fold adapters (by dialogue)")
@@ -140,6 +141,7 @@ def run(args) -> int:
                 lr=args.lr,
                 noise_p=args.noise_p,
                 untagged_p=args.untagged_p,
+                class_weight_power=args.class_weight_power,
                 seed=seed,
             )
             noise = _noise(train) if cfg.noise_p > 0 else None
@@ -153,7 +155,7 @@ def run(args) -> int:
                 save_adapter(fold_model, fold_cfg, fold_result, out / f"fold-{k}" / "adapter.pt")
         (out / "result.json").write_text(json.dumps(result, indent=1))
         log.info("%s: %s", out, json.dumps(result["scores"]))
-        print(f"{out}: validation {result['validation_wf1']:.4f} " + " ".join(
+        print(f"{out}: " + " ".join(
             f"{k} {v:.4f}" for k, v in result["scores"].items()))
     return 0
 

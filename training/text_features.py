@@ -57,6 +57,16 @@ def adapter_pipeline(path: str | Path) -> TextPipeline:
     return adapter_encoder(str(path)).pipeline_for(int(p["context_turns"]))
 
 
+def context_pipeline(encoder_name: str | None, context_turns: int) -> TextPipeline:
+    """A frozen encoder reading each line with ``context_turns`` past turns (no adapter)."""
+    from training.extract import text_encoder
+
+    enc = text_encoder(encoder_name)
+    return TextPipeline(
+        encoder=enc.name, pooling="utterance_last4", dim=enc.dim, max_tokens=enc.max_tokens, context_turns=context_turns
+    )
+
+
 def fold_files(path: str | Path) -> list[tuple[Path, set[str]]]:
     """The fold adapters beside an adapter file and the MELD dialogues each held out."""
     out = []

@@ -43,6 +43,9 @@ class TuneConfig:
     lr: float = 5e-4
     head_dropout: float = 0.1
     noise_p: float = 0.5
+    #: Loss weight of a class: (share of the majority / share of the class) ** power (0: plain CE,
+    #: which weighted F1, MELD's metric, favours).
+    class_weight_power: float = 0.5
     #: P(a dialogue's speakers are hidden): live input has no speakers until they are tracked.
     untagged_p: float = 0.5
     max_tokens: int = 128
@@ -205,7 +208,7 @@ def tune(
         train = [d for d in train if d.id in keep]
     model = Tuner(cfg)
     counts = np.bincount(examples(train, 0)[2], minlength=len(MELD_LABELS)).astype(np.float64)
-    weights = torch.tensor((counts.sum() / np.maximum(counts, 1)) ** 0.5, dtype=torch.float32)
+    weights = torch.tensor((counts.sum() / np.maximum(counts, 1)) ** cfg.class_weight_power, dtype=torch.float32)
     loss_fn = nn.CrossEntropyLoss(weight=weights / weights.mean())
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)

@@ -176,3 +176,59 @@ def test_training_vectors_come_out_of_fold(tmp_path, trained_adapter):
     np.testing.assert_allclose(
         split_vectors(train, texts, main, False, FeatureStore(tmp_path / "t.npz")), full.embed(texts, ctx), atol=1e-5
     )
+
+
+class ContextFeatures:
+    """Records the dialogue context each line's text vector was computed with."""
+
+    def __init__(self):
+        self.contexts: list[tuple[str, str | None]] = []
+
+    def audio_part(self, audio):
+        return {}, {}
+
+    def _vec(self, text, context):
+        self.contexts.append((text, context))
+        return torch.tensor([len(text), len(context or ""), 1.0, 0.0])
+
+    def utterance(self, audio, text, speaker=None, audio_part=None, encoded=None, norm_key=None, text_context=None):
+        return {"text": self._vec(text, text_context), "speaker": 0}, {"text": 0.1}
+
+    def text_vector(self, text, context, timing=None):
+        return self._vec(text, context)
+
+
+def test_the_live_pipeline_reads_each_line_with_its_past_only():
+    from streamer.pipeline import UtteranceProcessor
+    from streamer.segmenter import Utterance
+
+    lines = ["hello", "hi, how are you", "terrible, thanks", "oh no"]
+
+    class Script:  # the line is a function of the audio (its length), as a real ASR's would be
+        def transcribe(self, audio):
+            return lines[len(audio) // 1600 - 1]
+
+    model = models.build("text", input_dim=4, hidden=8)
+    spec = TextPipeline(pooling="utterance_last4", context_turns=2)
+    ck = models.Checkpoint(model.eval(), LABELS, FeaturePipeline(text=spec))
+    feats = ContextFeatures()
+    proc = UtteranceProcessor(ck, feats, Script())
+
+    def utt(i):
+        n = (i + 1) * 1600
+        return Utterance(i * 32000, i * 32000 + n, np.zeros(n, np.float32), i * 32000 + n)
+
+    u = [utt(i) for i in range(4)]
+    texts = [proc(u[0]).text]
+    early = proc.prepare(u[2])  # speculation: line 3 prepared before line 2's event...
+    texts.append(proc(u[1]).text)
+    texts.append(proc(u[2], prepared=early).text)  # ...and classified after it
+    texts.append(proc(u[3]).text)
+    assert texts == lines
+    want = dialogue_contexts([Turn(None, t) for t in texts], 2)
+    used = {}
+    for text, ctx in feats.contexts:
+        used[text] = ctx  # the last vector computed for a line is the one classified
+    assert [used[t] for t in texts] == want
+    proc.reset()
+    assert proc.history.context(None) is None

@@ -25,6 +25,7 @@ from models.checkpoint import Checkpoint
 from models.streaming import StreamingClassifier
 from streamer.events import Event, LevelEvent, StatusEvent, UtteranceEvent
 from streamer.segmenter import Segmenter, SegmenterConfig, Utterance
+from streamer.speakers import SpeakerStage, Voice
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +64,12 @@ class UtteranceProcessor:
     ``error`` set; the dialogue state is left as it was, so the session continues.
     """
 
-    def __init__(self, checkpoint: Checkpoint, features, transcriber: Transcribes | None) -> None:
+    def __init__(
+        self, checkpoint: Checkpoint, features, transcriber: Transcribes | None, speakers: SpeakerStage | None = None
+    ) -> None:
         self.checkpoint = checkpoint
+        #: Gives mono utterances a speaker (stereo channels come with theirs); None: no tracking.
+        self.speakers = speakers
         self.features = features
         self.transcriber = transcriber
         self.classifier = StreamingClassifier(
@@ -80,6 +85,8 @@ class UtteranceProcessor:
 
     def reset(self) -> None:
         self.classifier.reset()
+        if self.speakers is not None:
+            self.speakers.reset()
         self.count = 0
 
     def prepare(self, utt: Utterance, audio_pool: Executor | None = None) -> Prepared:
@@ -110,11 +117,16 @@ class UtteranceProcessor:
             for name, value in feats.items():
                 if hasattr(value, "isfinite") and not bool(value.isfinite().all()):
                     raise ValueError(f"non-finite {name} features")
+            voice = None
+            if self.speakers is not None and speaker is None:
+                t = time.perf_counter()
+                voice = self.speakers.embed(utt.audio)
+                latency["speaker_embed"] = (time.perf_counter() - t) * 1000
         except Exception as exc:  # one bad utterance must not end the session
             if ahead is not None:
                 ahead.cancel()
             return Prepared(text, None, latency, str(exc) or type(exc).__name__)
-        return Prepared(text, feats, latency)
+        return Prepared(text, feats, latency, voice=voice)
 
     def __call__(self, utt: Utterance, decided_at: float | None = None, prepared: Prepared | None = None):
         """Classify one utterance (preparing it here unless ``prepared`` is given); latencies
@@ -124,26 +136,45 @@ class UtteranceProcessor:
         latency = dict(prepared.latency)
         index = self.count
         self.count += 1
-        args = (index, round(utt.start_s, 3), round(utt.end_s, 3), utt.speaker, prepared.text)
+        speaker, overlap, features = utt.speaker, (), prepared.features
+        if prepared.voice is not None:  # in order, at the end decision: labels never change afterwards
+            t = time.perf_counter()
+            assigned = self.speakers.assign(prepared.voice)
+            latency["speaker_assign"] = (time.perf_counter() - t) * 1000
+            speaker, overlap = assigned.speaker, assigned.overlap
+            features = _with_speaker(features, speaker)
+        args = (index, round(utt.start_s, 3), round(utt.end_s, 3), speaker, prepared.text)
         error = prepared.error
         if error is None:
             try:
                 t = time.perf_counter()
-                probs = self.classifier.push(prepared.features, per_channel=True)
+                probs = self.classifier.push(features, per_channel=True)
                 latency["model"] = (time.perf_counter() - t) * 1000
             except Exception as exc:  # the dialogue state is left as it was
                 error = str(exc) or type(exc).__name__
         latency["total"] = (time.perf_counter() - t0) * 1000
         if error is not None:
             log.warning("utterance %d failed: %s", index, error)
-            return UtteranceEvent(*args, None, 0.0, {}, latency, error)
+            return UtteranceEvent(*args, None, 0.0, {}, latency, error, overlap=overlap)
         best = int(probs.argmax())
         probs_by_label = {label: round(float(p), 4) for label, p in zip(self.labels, probs)}
         channels = {
             name: {"label": self.labels[int(p.argmax())], "confidence": round(float(p.max()), 4)}
             for name, p in self.classifier.last_channels.items()
         }
-        return UtteranceEvent(*args, self.labels[best], float(probs[best]), probs_by_label, latency, channels=channels)
+        return UtteranceEvent(
+            *args, self.labels[best], float(probs[best]), probs_by_label, latency, channels=channels, overlap=overlap
+        )
+
+
+def _with_speaker(features: dict, speaker: str | None) -> dict:
+    """The model inputs with a tracked speaker: HBAF's speaker slot and the normalisation key."""
+    features = dict(features)
+    if "speaker" in features:
+        features["speaker"] = SPEAKER_NAMES.index(speaker) if speaker in SPEAKER_NAMES else 0
+    if "norm_key" in features:
+        features["norm_key"] = speaker  # overlapping speech (None) is standardised as the session
+    return features
 
 
 @dataclass
@@ -154,6 +185,7 @@ class Prepared:
     features: dict | None
     latency: dict[str, float]
     error: str | None = None
+    voice: Voice | None = None  # the speaker embedding of a mono utterance, when tracking
 
 
 class LivePipeline:

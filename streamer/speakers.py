@@ -40,8 +40,12 @@ MAX_PARTIALS = 3
 #: Quiet utterances are raised to this level (never lowered): the encoder's input is mel power.
 TARGET_DBFS = -30.0
 #: A colour per speaker in the terminal timeline (distinct from each other; emotions have their own palette).
-SPEAKER_COLOURS = dict(zip(SPEAKER_NAMES, ("cyan", "magenta", "bright_green", "orange1", "deep_sky_blue1", "gold1",
-                                           "orchid", "spring_green2")))
+SPEAKER_COLOURS = dict(
+    zip(
+        SPEAKER_NAMES,
+        ("cyan", "magenta", "bright_green", "orange1", "deep_sky_blue1", "gold1", "orchid", "spring_green2"),
+    )
+)
 RESEMBLYZER_HINT = "pip install --no-deps resemblyzer==0.1.4"
 
 
@@ -206,7 +210,7 @@ class SpeakerTracker:
         self.reset()
 
     def reset(self) -> None:
-        self._centroids = np.zeros((0, VoiceEmbedder.dim), np.float32)
+        self._centroids = np.zeros((0, 0), np.float32)  # (speakers, embedding size), sized by the first
         self._counts: list[int] = []
 
     @property
@@ -244,7 +248,7 @@ class SpeakerTracker:
         return tuple(SPEAKER_NAMES[k] for k in voices) if len(voices) >= 2 else ()
 
     def _open(self, e: np.ndarray, similarity: float = 0.0) -> Assignment:
-        self._centroids = np.vstack([self._centroids, e[None, :]])
+        self._centroids = np.vstack([self._centroids, e[None, :]]) if len(self._counts) else e[None, :].copy()
         self._counts.append(1)
         return Assignment(SPEAKER_NAMES[len(self._counts) - 1], similarity, new=True)
 

@@ -164,8 +164,9 @@ def test_tracked_speakers_reach_events_and_the_model_inputs():
     proc = UtteranceProcessor(ck, RecordingFeatures(), FakeTranscriber(), SpeakerStage(LengthVoices()))
     seen = []
     push = proc.classifier.push
-    proc.classifier.push = lambda feats, **kw: seen.append((feats["speaker"], feats["norm_key"])) or push(
-        {k: v for k, v in feats.items() if k != "norm_key"}, **kw
+    proc.classifier.push = lambda feats, **kw: (
+        seen.append((feats["speaker"], feats["norm_key"]))
+        or push({k: v for k, v in feats.items() if k != "norm_key"}, **kw)
     )
     out = []
     LivePipeline(FileSource(RECORDINGS / "demo-kitchen.flac", speed="max"), proc).run(

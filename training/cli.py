@@ -219,6 +219,16 @@ def build_parser() -> argparse.ArgumentParser:
     lv.add_argument("--asr-model", default="tiny.en")
     lv.add_argument("--data-root", default=None)
 
+    sp = sub.add_parser("speakers", help="score online speaker attribution (accuracy, DER) on rendered conversations")
+    sp.add_argument("--split", default="test", choices=("validation", "test"), help="whose voices (never train)")
+    sp.add_argument("--sets", nargs="+", default=None, help="which sets (default: all)")
+    sp.add_argument("--conversations", type=int, default=12, help="conversations per set")
+    sp.add_argument("--embedder", default="ge2e", choices=("ge2e", "whisper"))
+    sp.add_argument("--speakers", action="store_true", help="tell the tracker each conversation's number of voices")
+    sp.add_argument("--sweep", nargs="+", type=float, default=None, metavar="SIM", help="new-speaker thresholds")
+    sp.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    sp.add_argument("--data-root", default="../shared/data")
+
     cp = sub.add_parser("compare", help="markdown table over runs (mean ± std across seeds)")
     cp.add_argument("runs", nargs="+", type=Path)
     cp.add_argument("--split", default="validation")
@@ -383,6 +393,13 @@ def cmd_lvo(args) -> int:
     return 0
 
 
+def cmd_speakers(args) -> int:
+    from training.speakers import run
+
+    print(run(args))
+    return 0
+
+
 def cmd_compare(args) -> int:
     print(compare_table(args.runs, args.split))
     return 0
@@ -427,6 +444,7 @@ COMMANDS = {
     "make-recordings": cmd_make_recordings,
     "compare": cmd_compare,
     "lvo": cmd_lvo,
+    "speakers": cmd_speakers,
 }
 
 

@@ -22,8 +22,10 @@ Scores, per set, pooled over its conversations:
 
 from __future__ import annotations
 
+import json
 import logging
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -259,3 +261,42 @@ def table(results: dict[str, dict]) -> str:
             f"{r['confusion']:.3f} | {r['abstained']:.3f} | {r['speakers_found']:.2f} / {r['speakers_true']:.0f} |"
         )
     return "\n".join(lines)
+
+
+def run(args) -> str:
+    """``python -m training speakers``: render, cut, embed once; then assign and score (per threshold)."""
+    if args.conversations < 1:
+        raise ValueError(f"--conversations must be at least 1, got {args.conversations}")
+    names = args.sets or list(SETS)
+    unknown = [n for n in names if n not in SETS]
+    if unknown:
+        raise ValueError(f"unknown set(s) {', '.join(unknown)} for --sets; use {', '.join(SETS)}")
+    embed = embedder_fn(args.embedder)
+    timed: list[float] = []
+
+    def timed_embed(audio):
+        t = time.perf_counter()
+        out = embed(audio)
+        timed.append((time.perf_counter() - t) * 1000)
+        return out
+
+    prepared = prepare(names, args.split, Path(args.data_root), args.conversations, timed_embed)
+    if args.embedder == "whisper":
+        center(prepared)
+    base = SpeakerConfig()
+    out, text = {}, []
+    for th in args.sweep or [base.new_below]:
+        if args.speakers:
+            results = {
+                n: evaluate({n: convs}, replace(base, new_below=th, speakers=SETS[n].voices))[n]
+                for n, convs in prepared.items()
+            }
+        else:
+            results = evaluate(prepared, replace(base, new_below=th))
+        out[th] = results
+        text.append(f"new speaker below similarity {th} ({args.embedder}, {args.split}):\n{table(results)}")
+    text.append(f"embedding ms per cut: median {np.median(timed):.1f} (no quiet machine: see bench/ for timings)")
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"embedder": args.embedder, "split": args.split, "results": out}, indent=2))
+    return "\n\n".join(text)

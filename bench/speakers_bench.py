@@ -47,9 +47,8 @@ def main(argv: list[str] | None = None) -> int:
             bucket = "< 2 s" if seconds < 2 else "2-6 s" if seconds <= 6 else "> 6 s"
             for key in (bucket, "all"):
                 rows[key].append(((t1 - t0) * 1000, (t2 - t1) * 1000))
-    print(
-        "| utterances | n | embed p50 ms | embed p95 ms | assign p95 ms | total p95 ms |\n|---|---:|---:|---:|---:|---:|"
-    )
+    print("| utterances | n | embed p50 ms | embed p95 ms | assign p95 ms | total p95 ms |")
+    print("|---|---:|---:|---:|---:|---:|")
     for key, values in rows.items():
         if not values:
             continue

@@ -86,8 +86,7 @@ class EmotionApp(App[None]):
 
     TITLE = "ser-live"
     CSS = """
-    #status { height: auto; max-height: 3; padding: 0 1; background: $boost; text-wrap: nowrap;
-              text-overflow: ellipsis; }
+    #status { height: 2; padding: 0 1; background: $boost; text-wrap: nowrap; text-overflow: ellipsis; }
     """
     BINDINGS = [
         Binding("p", "toggle_pause", "pause/resume"),
@@ -305,10 +304,9 @@ class EmotionApp(App[None]):
             f"{k} {self._last_latency.get(k, math.nan):.0f}/{m.median:.0f}" for k, m in self._latency.items()
         )
         line2 = Text(f"latency ms last/p50: {lat}" if lat else "latency ms: no utterance yet", style="dim")
-        lines = [line1, line2]
-        if self.speaker_counts.counts:
-            lines.append(Text(" · ".join(self.speaker_counts.lines()), style="dim"))
-        self.query_one("#status", Static).update(Text("\n").join(lines))
+        if self.speaker_counts.counts:  # each speaker's emotion shares first: what the session is about
+            line2 = Text.assemble(" · ".join(self.speaker_counts.lines()), "  │  ", line2)
+        self.query_one("#status", Static).update(Text("\n").join([line1, line2]))
 
     # ------------------------------------------------------------------ key bindings
 

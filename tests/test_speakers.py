@@ -238,3 +238,25 @@ def test_real_encoder_tells_two_people_apart():
         emb.embed(np.full(16000, np.nan, np.float32))
     silent, _ = emb.embed(np.zeros(16000, np.float32))  # silence: a defined vector, no crash
     assert np.isfinite(silent).all()
+
+
+async def test_ui_colours_each_speaker_and_shows_their_emotion_shares():
+    from rich.text import Text
+    from textual.widgets import Static
+
+    from streamer.ui import EmotionApp
+    from streamer.widgets import Palette, UtteranceRow
+    from tests.test_ui import FakePipeline, until, utt
+
+    palette = Palette(LABELS)
+    a, b = UtteranceRow(utt(0), palette), UtteranceRow(utt(1), palette)
+    assert a._cells[1].style != b._cells[1].style and "cyan" in str(a._cells[1].style)
+    both = UtteranceEvent(2, 4.0, 5.0, None, "two at once", "joy", 0.5, overlap=("A", "B"))
+    assert UtteranceRow(both, palette)._cells[1].plain == "A+B?"
+    app = EmotionApp(FakePipeline([utt(0, "joy"), utt(1, "anger"), utt(2, "joy")]), LABELS)
+    async with app.run_test(size=(160, 30)) as pilot:
+        await until(pilot, lambda: app.utterance_count == 3)
+        await pilot.pause(0.05)
+        status = app.query_one("#status", Static).render()
+        text = status.plain if isinstance(status, Text) else str(status)
+        assert "speaker A: 2 utterances, joy 100%" in text and "speaker B: 1 utterances, anger 100%" in text

@@ -120,7 +120,10 @@ class UtteranceProcessor:
             voice = None
             if self.speakers is not None and speaker is None:
                 t = time.perf_counter()
-                voice = self.speakers.embed(utt.audio)
+                try:
+                    voice = self.speakers.embed(utt.audio)
+                except Exception as exc:  # no speaker for this one; its emotion is still worth having
+                    log.warning("no speaker embedding for this utterance: %s", exc)
                 latency["speaker_embed"] = (time.perf_counter() - t) * 1000
         except Exception as exc:  # one bad utterance must not end the session
             if ahead is not None:

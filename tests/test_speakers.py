@@ -260,3 +260,19 @@ async def test_ui_colours_each_speaker_and_shows_their_emotion_shares():
         status = app.query_one("#status", Static).render()
         text = status.plain if isinstance(status, Text) else str(status)
         assert "speaker A: 2 utterances, joy 100%" in text and "speaker B: 1 utterances, anger 100%" in text
+
+
+def test_a_failed_embedding_costs_the_speaker_not_the_emotion():
+    class Broken:
+        def embed(self, audio):
+            raise RuntimeError("encoder exploded")
+
+    torch.manual_seed(0)
+    ck = models.Checkpoint(models.build("text", input_dim=4, hidden=8).eval(), LABELS, FeaturePipeline())
+    proc = UtteranceProcessor(ck, FakeFeatures(), FakeTranscriber(), SpeakerStage(Broken()))
+    out = []
+    LivePipeline(FileSource(RECORDINGS / "demo-kitchen.flac", speed="max"), proc).run(
+        out.append, threading.Event(), threading.Event()
+    )
+    events = [e for e in out if isinstance(e, UtteranceEvent)]
+    assert events and all(e.speaker is None and e.label in LABELS and e.error is None for e in events)

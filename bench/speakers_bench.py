@@ -3,9 +3,10 @@
     touch /tmp/ser-quiet; python bench/speakers_bench.py [--repeats 3]; rm /tmp/ser-quiet
 
 Every utterance of the mono demos is cut by the live segmenter, then embedded
-(:class:`streamer.speakers.VoiceEmbedder`, GE2E over at most three 1.6 s partials) and
+(:class:`streamer.speakers.VoiceEmbedder`, GE2E over at most two 1.6 s partials) and
 assigned (:class:`streamer.speakers.SpeakerTracker`) as the pipeline does, in the calling
-thread with torch's default threads. Milliseconds by utterance length, p50 and p95.
+thread with torch's default threads (``--threads 1``: one, steadier on a busy CPU).
+Milliseconds by utterance length, p50 and p95.
 The embedding runs with ASR while the segmenter waits out the end of speech, so it is
 hidden like ASR; the assignment (microseconds) is what is left at the decision.
 """
@@ -24,13 +25,18 @@ ROOT = Path(__file__).parent.parent
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--demos", nargs="+", default=["demo-kitchen", "demo-office", "demo-story"])
     args = ap.parse_args(argv)
+
+    import torch
 
     from streamer.audio import load_audio
     from streamer.speakers import SpeakerTracker, VoiceEmbedder
     from training.speakers import cut
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     embedder = VoiceEmbedder()
     utts = [u.audio for name in args.demos for u in cut(load_audio(ROOT / "recordings" / f"{name}.flac"))]
     embedder.embed(utts[0])  # warm-up

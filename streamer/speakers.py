@@ -35,8 +35,8 @@ RATE_HZ = 16000
 N_MELS, WIN, HOP, PARTIAL_FRAMES = 40, 400, 160, 160
 #: Partials start every 1/1.3 s; a last partial covering less than 75 % of its 1.6 s is dropped.
 PARTIAL_RATE, MIN_COVERAGE = 1.3, 0.75
-#: At most this many partials per utterance (evenly spread): bounds the cost of a long utterance.
-MAX_PARTIALS = 3
+#: At most this many partials per utterance (first and last): bounds the cost (30 ms p95 budget, docs/benchmarks.md).
+MAX_PARTIALS = 2
 #: Quiet utterances are raised to this level (never lowered): the encoder's input is mel power.
 TARGET_DBFS = -30.0
 #: A colour per speaker in the terminal timeline (distinct from each other; emotions have their own palette).

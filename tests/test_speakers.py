@@ -88,7 +88,12 @@ def test_two_hour_looped_session_has_no_churn_and_bounded_memory():
 
 def test_bound_and_known_count():
     embeddings, who = session(50, k=5)
-    for cfg, n in ((SpeakerConfig(max_speakers=3), 3), (SpeakerConfig(speakers=2), 2), (SpeakerConfig(), 5)):
+    raw = {"center_weight": 0.0, "new_below": 0.7}  # the bound itself, without the session centring
+    for cfg, n in (
+        (SpeakerConfig(max_speakers=3, **raw), 3),
+        (SpeakerConfig(speakers=2, **raw), 2),
+        (SpeakerConfig(**raw), 5),
+    ):
         tracker = SpeakerTracker(cfg)
         labels = {tracker.push(e).speaker for e in embeddings}
         assert len(labels) == n and tracker.speakers == list("ABCDE"[:n])

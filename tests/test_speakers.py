@@ -135,6 +135,12 @@ def test_cli_speaker_flags_fail_in_one_sentence(flags, says, capsys):
     assert says in line and "Traceback" not in line
 
 
+def test_cli_speaker_flags_are_checked_for_batches_too(tmp_path, capsys):
+    args = ["--replay", str(RECORDINGS / "demo-kitchen.flac"), "--out-dir", str(tmp_path), "--speakers", "0"]
+    assert main(args) == 2
+    assert "--speakers 0: give the number of people talking" in err_line(capsys)
+
+
 def test_cli_speaker_flags_make_a_config():
     ns = argparse.Namespace(speakers=2, max_speakers=None, split_channels=False)
     assert speaker_config(ns) == SpeakerConfig(speakers=2)

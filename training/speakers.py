@@ -271,6 +271,9 @@ def run(args) -> str:
     unknown = [n for n in names if n not in SETS]
     if unknown:
         raise ValueError(f"unknown set(s) {', '.join(unknown)} for --sets; use {', '.join(SETS)}")
+    import torch
+
+    torch.set_num_threads(1)  # same vectors; on a shared 2-core CPU two spinning threads are many times slower
     embed = embedder_fn(args.embedder)
     timed: list[float] = []
 

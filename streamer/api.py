@@ -27,6 +27,7 @@ from streamer.events import UtteranceEvent
 from streamer.options import BUNDLED_MODEL, check_model_options
 from streamer.pipeline import LivePipeline, PipelineConfig, UtteranceProcessor
 from streamer.segmenter import SegmenterConfig
+from streamer.speakers import SpeakerConfig, SpeakerStage, load_embedder
 from streamer.stream import SAMPLE_RATE_HZ, EmotionStream, as_channels, check_rate
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,8 @@ class EmotionTracker:
     ``device``: ``auto`` (CUDA when there is one), ``cpu``, ``cuda`` or ``cuda:N``.
     ``segmenter``: VAD settings; ``pipeline``: the live pipeline's settings (used by
     :meth:`live_pipeline`). ``split_channels``: each channel of the input is one speaker.
+    ``speakers``: how mono audio is split into speakers (default ``SpeakerConfig()``: up to 8,
+    found as they come; see :mod:`streamer.speakers`).
     Any bad option or file raises one-sentence :class:`ValueError` (checkpoint and audio
     errors are ValueErrors too).
     """
@@ -60,6 +63,7 @@ class EmotionTracker:
         segmenter: SegmenterConfig | None = None,
         pipeline: PipelineConfig | None = None,
         split_channels: bool = False,
+        speakers: SpeakerConfig | None = None,
     ) -> None:
         import models
         from streamer.asr import EncodePolicy, Transcriber
@@ -76,7 +80,12 @@ class EmotionTracker:
             )
         self.pipeline_config = pipeline or PipelineConfig()
         self.split_channels = bool(split_channels)
+        if speakers is not None and not isinstance(speakers, SpeakerConfig):
+            raise ValueError(f"speakers must be a SpeakerConfig, got {type(speakers).__name__}")
+        self.speakers = speakers or SpeakerConfig()
         check_model_options(asr_model, device, compute_type)
+        #: The voice encoder behind mono speaker tracking (None: its weights are not installed).
+        self.voice_embedder = load_embedder(explicit=speakers is not None)
         if model is None and not BUNDLED_MODEL.is_file():
             raise ValueError("this installation has no bundled model; pass a checkpoint (--model, or model= in Python)")
         model_path = Path(model) if model is not None else BUNDLED_MODEL
@@ -113,7 +122,8 @@ class EmotionTracker:
 
     def processor(self) -> UtteranceProcessor:
         """ASR -> features -> model for one conversation (its own dialogue context), sharing the models."""
-        return UtteranceProcessor(self.checkpoint, self.features, self.transcriber)
+        stage = SpeakerStage(self.voice_embedder, self.speakers) if self.voice_embedder is not None else None
+        return UtteranceProcessor(self.checkpoint, self.features, self.transcriber, stage)
 
     def stream(self, split_channels: bool | None = None) -> EmotionStream:
         """A new conversation fed with ``push``; several can run side by side (one per call)."""

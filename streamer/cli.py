@@ -18,6 +18,7 @@ from pathlib import Path
 
 from streamer.guards import check_outputs, export_path, stop_on_signals
 from streamer.options import BUNDLED_MODEL, COMPUTE_TYPES, check_cli_model_options  # noqa: F401 - BUNDLED_MODEL re-exported
+from streamer.speakers import SpeakerCounts, speaker_config
 
 log = logging.getLogger("ser-live")
 
@@ -64,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     src.add_argument("--speed", choices=("realtime", "max"), default="realtime", help="replay pace")
     src.add_argument("--split-channels", action="store_true", help="each stereo channel is one speaker")
+    src.add_argument("--speakers", type=int, default=None, metavar="N", help="people in a mono input, when known")
+    src.add_argument("--max-speakers", type=int, default=None, metavar="N", help="at most N speakers (default 8)")
     src.add_argument("--device", default=None, help="microphone by index or name (see --list-devices)")
     src.add_argument("--list-devices", action="store_true", help="list audio input devices and exit")
     src.add_argument("--block-ms", type=int, default=100, help="audio block length in milliseconds")
@@ -167,6 +170,7 @@ def check_options(args) -> None:
         if not args.replay.is_file():
             raise ValueError(f"no such recording: {args.replay}; check the path given to --replay")
     check_cli_model_options(args)
+    speaker_config(args)
 
 
 def _tracker(args, segmenter):
@@ -182,6 +186,7 @@ def _tracker(args, segmenter):
         text_encoder=args.text_encoder,
         segmenter=segmenter,
         split_channels=args.split_channels,
+        speakers=speaker_config(args),
     )
 
 
@@ -333,6 +338,11 @@ def run_headless(pipeline, args) -> int:
         describe = getattr(pipeline, "describe", None)  # any Pipeline; describe() is optional for the report
         if not _write_export(events, args, "# ", describe() if describe is not None else None):
             status["error"] = True
+        counts = SpeakerCounts()
+        for e in events:
+            counts.add(e.speaker, e.label)
+        for line in counts.lines():  # the per-speaker summary, at the end of a replay or session
+            _say(f"# {line}", sys.stderr)
     if received:
         return 128 + received[0]
     if status["error"]:

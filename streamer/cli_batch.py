@@ -27,6 +27,7 @@ _SINGLE_FILE_FLAGS = {
 def check_batch_options(args) -> None:
     """The options of a batch, as one sentence naming the flag when one does not fit."""
     from streamer.options import check_cli_model_options
+    from streamer.speakers import speaker_config
 
     if not args.replays:
         raise ValueError("--out-dir is for --replay recordings; give the files or folders to replay with --replay")
@@ -38,6 +39,7 @@ def check_batch_options(args) -> None:
     if args.block_ms <= 0:
         raise ValueError(f"--block-ms must be a positive number of milliseconds, got {args.block_ms}")
     check_cli_model_options(args)
+    speaker_config(args)
 
 
 def run_many(args, make_tracker: Callable) -> int:

@@ -32,6 +32,8 @@ class UtteranceEvent:
     #: ``{"audio": {"label": ..., "confidence": ...}, "text": {...}}``, so a user sees which
     #: channel decided; empty for single-channel models and failed utterances.
     channels: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Tracked speakers heard at once in this utterance (``speaker`` is then None: not a guess).
+    overlap: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -97,7 +97,7 @@ def _json_controls(line: str) -> str:
 def format_line(event: UtteranceEvent) -> str:
     """The ``--no-ui`` line: ``00:03.2–00:05.9  A  joy (0.82)  "text"``; failures say ERROR."""
     span = f"{format_clock(event.start_s)}–{format_clock(event.end_s)}"
-    speaker = event.speaker or "-"
+    speaker = "+".join(event.overlap) + "?" if event.overlap else event.speaker or "-"  # A+B?: both at once
     if event.error is not None:
         verdict = f"ERROR: {_one_line(event.error)}"
     else:
@@ -116,6 +116,8 @@ def cue_text(event: UtteranceEvent) -> str:
     else:
         tag = f"[{_one_line(str(event.label))} {event.confidence:.2f}]"
     who = f"Speaker {_one_line(event.speaker)}" if event.speaker else ""
+    if event.overlap:
+        who = f"Speakers {' and '.join(map(_one_line, event.overlap))} at once"
     text = _one_line(event.text)
     body = f"{who}: {text}" if who and text else who or text
     return f"{tag} {body}" if body else tag
@@ -150,6 +152,7 @@ def event_from_dict(data: dict[str, Any]) -> UtteranceEvent:
     kwargs["confidence"] = math.nan if kwargs.get("confidence") is None else float(kwargs["confidence"])
     for key in ("probs", "latency_ms"):
         kwargs[key] = {k: math.nan if v is None else float(v) for k, v in (kwargs.get(key) or {}).items()}
+    kwargs["overlap"] = tuple(kwargs.get("overlap") or ())
     return UtteranceEvent(**kwargs)
 
 

@@ -26,6 +26,7 @@ from models.streaming import StreamingClassifier
 from streamer.events import Event, InterimEvent, LevelEvent, StatusEvent, UtteranceEvent
 from streamer.interim import PieceTranscripts
 from streamer.segmenter import Segmenter, SegmenterConfig, Utterance
+from streamer.speakers import SpeakerStage, Voice
 from streamer.text_context import DialogueHistory
 from streamer.work import Work
 
@@ -79,8 +80,12 @@ class UtteranceProcessor:
     ``error`` set; the dialogue state is left as it was, so the session continues.
     """
 
-    def __init__(self, checkpoint: Checkpoint, features, transcriber: Transcribes | None) -> None:
+    def __init__(
+        self, checkpoint: Checkpoint, features, transcriber: Transcribes | None, speakers: SpeakerStage | None = None
+    ) -> None:
         self.checkpoint = checkpoint
+        #: Gives mono utterances a speaker (stereo channels come with theirs); None: no tracking.
+        self.speakers = speakers
         self.features = features
         self.transcriber = transcriber
         self.classifier = StreamingClassifier(
@@ -102,6 +107,8 @@ class UtteranceProcessor:
     def reset(self) -> None:
         self.classifier.reset()
         self.history.reset()
+        if self.speakers is not None:
+            self.speakers.reset()
         self.count = 0
 
     def prepare(self, utt: Utterance, audio_pool: Executor | None = None) -> Prepared:
@@ -134,11 +141,19 @@ class UtteranceProcessor:
             for name, value in feats.items():
                 if hasattr(value, "isfinite") and not bool(value.isfinite().all()):
                     raise ValueError(f"non-finite {name} features")
+            voice = None
+            if self.speakers is not None and speaker is None:
+                t = time.perf_counter()
+                try:
+                    voice = self.speakers.embed(utt.audio)
+                except Exception as exc:  # no speaker for this one; its emotion is still worth having
+                    log.warning("no speaker embedding for this utterance: %s", exc)
+                latency["speaker_embed"] = (time.perf_counter() - t) * 1000
         except Exception as exc:  # one bad utterance must not end the session
             if ahead is not None:
                 ahead.cancel()
             return Prepared(text, None, latency, str(exc) or type(exc).__name__)
-        return Prepared(text, feats, latency, text_context=context)
+        return Prepared(text, feats, latency, text_context=context, voice=voice)
 
     def interim(self, utt: Utterance) -> InterimEvent:
         """Words so far of an utterance in progress (see :mod:`streamer.interim`); no dialogue state."""
@@ -155,32 +170,51 @@ class UtteranceProcessor:
         latency = dict(prepared.latency)
         index = self.count
         self.count += 1
-        args = (index, round(utt.start_s, 3), round(utt.end_s, 3), utt.speaker, prepared.text)
+        speaker, overlap, features = utt.speaker, (), prepared.features
+        if prepared.voice is not None:  # in order, at the end decision: labels never change afterwards
+            t = time.perf_counter()
+            assigned = self.speakers.assign(prepared.voice)
+            latency["speaker_assign"] = (time.perf_counter() - t) * 1000
+            speaker, overlap = assigned.speaker, assigned.overlap
+            features = _with_speaker(features, speaker)
+        args = (index, round(utt.start_s, 3), round(utt.end_s, 3), speaker, prepared.text)
         error = prepared.error
         if error is None:
             try:
-                features = prepared.features
-                context = self.history.context(utt.speaker)
+                context = self.history.context(speaker)
                 if self.history.turns and context != prepared.text_context:
-                    # prepared ahead of the previous line's transcript: read this one with it
+                    # prepared before the previous line's transcript or this line's tracked speaker
+                    # were known: read the line with the dialogue as it stands now
                     features = {**features, "text": self.features.text_vector(prepared.text, context, latency)}
                 t = time.perf_counter()
                 probs = self.classifier.push(features, per_channel=True)
                 latency["model"] = (time.perf_counter() - t) * 1000
-                self.history.push(utt.speaker, prepared.text)
+                self.history.push(speaker, prepared.text)
             except Exception as exc:  # the dialogue state is left as it was
                 error = str(exc) or type(exc).__name__
         latency["total"] = (time.perf_counter() - t0) * 1000
         if error is not None:
             log.warning("utterance %d failed: %s", index, error)
-            return UtteranceEvent(*args, None, 0.0, {}, latency, error)
+            return UtteranceEvent(*args, None, 0.0, {}, latency, error, overlap=overlap)
         best = int(probs.argmax())
         probs_by_label = {label: round(float(p), 4) for label, p in zip(self.labels, probs)}
         channels = {
             name: {"label": self.labels[int(p.argmax())], "confidence": round(float(p.max()), 4)}
             for name, p in self.classifier.last_channels.items()
         }
-        return UtteranceEvent(*args, self.labels[best], float(probs[best]), probs_by_label, latency, channels=channels)
+        return UtteranceEvent(
+            *args, self.labels[best], float(probs[best]), probs_by_label, latency, channels=channels, overlap=overlap
+        )
+
+
+def _with_speaker(features: dict, speaker: str | None) -> dict:
+    """The model inputs with a tracked speaker: HBAF's speaker slot and the normalisation key."""
+    features = dict(features)
+    if "speaker" in features:
+        features["speaker"] = SPEAKER_NAMES.index(speaker) if speaker in SPEAKER_NAMES else 0
+    if "norm_key" in features:
+        features["norm_key"] = speaker  # overlapping speech (None) is standardised as the session
+    return features
 
 
 @dataclass
@@ -193,6 +227,7 @@ class Prepared:
     error: str | None = None
     #: The dialogue context the text vector was computed with (see UtteranceProcessor.history).
     text_context: str | None = None
+    voice: Voice | None = None  # the speaker embedding of a mono utterance, when tracking
 
 
 class LivePipeline:

@@ -32,6 +32,7 @@ from textual.worker import Worker, WorkerState
 
 from streamer.events import Event, InterimEvent, LevelEvent, Pipeline, StatusEvent, UtteranceEvent
 from streamer.export import JsonlWriter, escape_controls, event_to_json, write_session_jsonl
+from streamer.speakers import SpeakerCounts
 from streamer.widgets import EmotionStrip, InterimRow, LevelMeter, Palette, Timeline, UtteranceRow
 
 log = logging.getLogger(__name__)
@@ -135,6 +136,7 @@ class EmotionApp(App[None]):
         self._info: dict[str, str] = {}
         self._worker: Worker[None] | None = None
         self.utterance_count = self.error_count = self.dropped_blocks = 0
+        self.speaker_counts = SpeakerCounts()  # the per-speaker emotion shares under the status line
         self.message, self.finished, self.details = "starting", False, False
         self.last_saved: Path | None = None
         #: SIGTERM/SIGHUP received (its number), which ended the app like the quit key; 0 if none
@@ -246,6 +248,7 @@ class EmotionApp(App[None]):
         row = UtteranceRow(event, self.palette)  # the timeline applies its details setting
         self._record.append(event_to_json(event))
         self.utterance_count += 1
+        self.speaker_counts.add(event.speaker, event.label)
         if event.error is not None:
             self.error_count += 1
         else:
@@ -316,6 +319,8 @@ class EmotionApp(App[None]):
             f"{k} {self._last_latency.get(k, math.nan):.0f}/{m.median:.0f}" for k, m in self._latency.items()
         )
         line2 = Text(f"latency ms last/p50: {lat}" if lat else "latency ms: no utterance yet", style="dim")
+        if self.speaker_counts.counts:  # each speaker's emotion shares first: what the session is about
+            line2 = Text.assemble(" · ".join(self.speaker_counts.lines()), "  │  ", line2)
         self.query_one("#status", Static).update(Text("\n").join([line1, line2]))
 
     # ------------------------------------------------------------------ key bindings

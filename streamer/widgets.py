@@ -24,6 +24,7 @@ from textual.widget import Widget
 
 from streamer.events import InterimEvent, LevelEvent, UtteranceEvent
 from streamer.export import escape_controls, format_clock
+from streamer.speakers import speaker_cell, speaker_style
 
 _COLOUR_NAMES = {
     "grey70": "neutral neu",
@@ -103,8 +104,8 @@ class UtteranceRow:
         self.details = details
         # Format now, not in render(): a malformed event fails where it arrives, not at paint time.
         # Control characters from a transcript or a label must not reach the terminal.
-        speaker, text = escape_controls(event.speaker or "-"), escape_controls(event.text)
-        self._cells = [Text(format_clock(event.start_s), style="dim"), Text(speaker, style="bold")]
+        speaker, text = escape_controls(speaker_cell(event)), escape_controls(event.text)
+        self._cells = [Text(format_clock(event.start_s), style="dim"), Text(speaker, style=speaker_style(event))]
         if event.error is not None:
             self._cells += [
                 Text("ERROR", style="bold red"),

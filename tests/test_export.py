@@ -140,7 +140,7 @@ def test_jsonl_appends_never_truncates_and_round_trips(tmp_path, events):
     record = json.loads(lines[4])
     assert record["error"] == "asr: decoder crashed" and record["label"] is None
     assert set(record) == {"index", "start_s", "end_s", "speaker", "text", "label", "confidence", "probs",
-                           "latency_ms", "error", "channels"}  # fmt: skip
+                           "latency_ms", "error", "channels", "overlap"}  # fmt: skip
     w.close()
     with pytest.raises(ValueError, match="closed"):
         w.write(events[0])

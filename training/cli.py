@@ -241,6 +241,16 @@ def build_parser() -> argparse.ArgumentParser:
     text_cli.add_parser(sub)
     text_cli.add_asr_parser(sub)
 
+    sp = sub.add_parser("speakers", help="score online speaker attribution (accuracy, DER) on rendered conversations")
+    sp.add_argument("--split", default="test", choices=("validation", "test"), help="whose voices (never train)")
+    sp.add_argument("--sets", nargs="+", default=None, help="which sets (default: all)")
+    sp.add_argument("--conversations", type=int, default=12, help="conversations per set")
+    sp.add_argument("--embedder", default="ge2e", choices=("ge2e", "whisper"))
+    sp.add_argument("--speakers", action="store_true", help="tell the tracker each conversation's number of voices")
+    sp.add_argument("--sweep", nargs="+", type=float, default=None, metavar="SIM", help="new-speaker thresholds")
+    sp.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    sp.add_argument("--data-root", default="../shared/data")
+
     cp = sub.add_parser("compare", help="markdown table over runs (mean ± std across seeds)")
     cp.add_argument("runs", nargs="+", type=Path)
     cp.add_argument("--split", default="validation")
@@ -408,6 +418,13 @@ def cmd_lvo(args) -> int:
     return 0
 
 
+def cmd_speakers(args) -> int:
+    from training.speakers import run
+
+    print(run(args))
+    return 0
+
+
 def cmd_compare(args) -> int:
     print(compare_table(args.runs, args.split))
     return 0
@@ -454,6 +471,8 @@ COMMANDS = {
     "lvo": cmd_lvo,
     "text-tune": lambda args: __import__("training.text_cli", fromlist=["run"]).run(args),
     "asr-text": lambda args: __import__("training.text_cli", fromlist=["run_asr"]).run_asr(args),
+
+    "speakers": cmd_speakers,
 }
 
 

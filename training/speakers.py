@@ -1,0 +1,305 @@
+"""Speaker attribution on rendered conversations: who spoke each utterance, scored against the script.
+
+    python -m training speakers --split test [--embedder ge2e|whisper] [--sweep] [--conversations 12]
+
+Conversations are built from voices the bundled model never trained on (the ``validation`` or
+``test`` side of the shared voice splits: RAVDESS actors 1-20 and EmoDB speakers, and the
+espeak-ng/flite/festival voices of :data:`training.data.tts.VOICE_SPLITS`), rendered as one mono
+signal with pauses, cut by the real segmenter, and each cut is given a speaker online by
+:class:`streamer.speakers.SpeakerTracker`. Acted voices change emotion from turn to turn, so an
+angry and a calm utterance of one person must stay one speaker. Thresholds are chosen on
+``validation`` (``--sweep``) and reported on ``test``.
+
+Scores, per set, pooled over its conversations:
+
+- ``attribution``: share of scripted utterances whose cut carries the right speaker, under the
+  best one-to-one mapping of predicted to true speakers (``scipy.optimize.linear_sum_assignment``
+  per conversation). A missed utterance or one called overlapping counts as wrong.
+- ``der``: diarisation error rate on a 10 ms grid, no collar: (missed speech + false alarm +
+  speaker confusion) / scripted speech, under the same kind of mapping (by overlap time);
+  ``confusion`` is its speaker part alone (the rest is the segmenter's).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from streamer.segmenter import Segmenter, SegmenterConfig
+from streamer.speakers import SpeakerConfig, SpeakerTracker
+
+log = logging.getLogger(__name__)
+
+RATE_HZ = 16000
+FRAME_S = 0.01
+
+
+@dataclass(frozen=True)
+class SpeakerSet:
+    """``source``: ``acted`` clips of ``corpora`` or ``tts`` voices reading MELD lines; ``voices`` per conversation."""
+
+    source: str
+    voices: int
+    corpora: tuple[str, ...] = ("ravdess",)
+    turns: int = 12
+    description: str = ""
+
+
+SETS: dict[str, SpeakerSet] = {
+    "ravdess-2": SpeakerSet("acted", 2, ("ravdess",), 12, "two RAVDESS actors, any emotion each turn"),
+    "acted-4": SpeakerSet("acted", 4, ("ravdess", "emodb"), 16, "four acted voices (RAVDESS + EmoDB), any emotion"),
+    "emodb-2": SpeakerSet("acted", 2, ("emodb",), 12, "two EmoDB speakers (German), any emotion"),
+    "one-voice": SpeakerSet("acted", 1, ("ravdess",), 10, "one RAVDESS actor across emotions: must stay one"),
+    "tts-2": SpeakerSet("tts", 2, turns=12, description="two synthetic voices reading MELD lines"),
+    "tts-4": SpeakerSet("tts", 4, turns=16, description="four synthetic voices reading MELD lines"),
+}
+
+
+@dataclass(frozen=True)
+class Turn:
+    start_s: float
+    end_s: float
+    speaker: str
+
+
+@dataclass
+class Conversation:
+    """A rendered mono conversation: the script (true turns) and the segmenter's cuts with their embeddings."""
+
+    name: str
+    turns: list[Turn]
+    cuts: list[tuple[float, float]]
+    embeddings: list[tuple[np.ndarray, np.ndarray | None]]
+
+
+def _trim(audio: np.ndarray) -> np.ndarray:
+    voiced = np.flatnonzero(np.abs(audio) > 0.01)
+    return audio[voiced[0] : voiced[-1] + 1] if len(voiced) else audio
+
+
+def _voice_pools(spec: SpeakerSet, split: str, root: Path) -> dict[str, list[Callable[[], np.ndarray]]]:
+    """Voice -> loaders of its utterances (acted clips, or TTS lines of the split's MELD dialogues)."""
+    from streamer.audio import load_audio
+
+    if spec.source == "acted":
+        from training.data.shared import read_clips, voice_splits
+
+        clips = read_clips(root, spec.corpora)
+        splits = voice_splits(clips, seed=0)
+        pools: dict[str, list] = {}
+        for clip in clips:
+            if splits[clip.voice] == split:
+                pools.setdefault(clip.voice, []).append(lambda p=clip.path: _trim(load_audio(p)))
+        return pools
+    from training.data.shared import meld_dialogues
+    from training.data.tts import VOICE_SPLITS, engine_available, rendered
+
+    _, dialogues = meld_dialogues(split, root)
+    lines = [u.text for d in dialogues[:60] for u in d.utterances if u.text and 3 <= len(u.text.split()) <= 20]
+    voices = [v for v in VOICE_SPLITS[split] if engine_available(v.engine)]
+    return {v.id: [lambda v=v, t=t: load_audio(rendered(v, t)) for t in lines[i::7][:40]] for i, v in enumerate(voices)}
+
+
+def render(spec: SpeakerSet, split: str, root: Path, count: int, seed: int = 0) -> list[tuple[str, np.ndarray, list]]:
+    """``count`` conversations: (name, mono audio, true turns); seeded, so every candidate hears the same."""
+    pools = _voice_pools(spec, split, root)
+    if len(pools) < spec.voices:
+        raise ValueError(f"the {split} split has {len(pools)} voices for this set, it needs {spec.voices}")
+    rng = random.Random(f"speakers:{seed}:{split}:{spec}")
+    out = []
+    for n in range(count):
+        voices = rng.sample(sorted(pools), spec.voices)
+        order = [rng.randrange(spec.voices)]
+        while len(order) < spec.turns:  # mostly alternating, sometimes the same person goes on
+            others = [k for k in range(spec.voices) if k != order[-1]]
+            order.append(rng.choice(others) if others and rng.random() >= 0.2 else order[-1])
+        pieces, turns, pos = [np.zeros(8000, np.float32)], [], 8000
+        for k in order:
+            audio = np.asarray(rng.choice(pools[voices[k]])(), np.float32)
+            turns.append(Turn(pos / RATE_HZ, (pos + len(audio)) / RATE_HZ, voices[k]))
+            gap = np.zeros(int(rng.uniform(0.7, 1.3) * RATE_HZ), np.float32)
+            pieces += [audio, gap]
+            pos += len(audio) + len(gap)
+        out.append((f"{split}-{n:02d}", np.concatenate(pieces), turns))
+    return out
+
+
+def cut(audio: np.ndarray, config: SegmenterConfig | None = None) -> list:
+    """The live segmenter's utterances of a whole recording."""
+    seg = Segmenter(config or SegmenterConfig())
+    return [*seg.push(audio), *seg.flush()]
+
+
+def embedder_fn(name: str) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]]:
+    """``ge2e``: the resemblyzer encoder; ``whisper``: mean Whisper tiny.en encoder states (the ASR pass)."""
+    if name == "ge2e":
+        from streamer.speakers import VoiceEmbedder
+
+        return VoiceEmbedder().embed
+    if name == "whisper":
+        from streamer.asr import Transcriber
+
+        asr = Transcriber("tiny.en", device="cpu")
+        return lambda audio: (asr.encode(audio).speech_states().mean(axis=0), None)
+    raise ValueError(f"unknown embedder {name!r}: use ge2e or whisper")
+
+
+def prepare(sets: list[str], split: str, root: Path, count: int, embed) -> dict[str, list[Conversation]]:
+    out = {}
+    for name in sets:
+        convs = []
+        for cname, audio, turns in render(SETS[name], split, root, count):
+            utts = cut(audio)
+            cuts = [(u.start_sample / RATE_HZ, u.end_sample / RATE_HZ) for u in utts]
+            convs.append(Conversation(cname, turns, cuts, [embed(u.audio) for u in utts]))
+        out[name] = convs
+        log.info("%s: %d conversations, %d cuts", name, len(convs), sum(len(c.cuts) for c in convs))
+    return out
+
+
+def center(prepared: dict[str, list[Conversation]]) -> None:
+    """Subtract the mean embedding of all cuts (Whisper states share a large common part)."""
+    vecs = [e for convs in prepared.values() for c in convs for e, _ in c.embeddings]
+    mean = np.mean(vecs, axis=0)
+    for convs in prepared.values():
+        for c in convs:
+            c.embeddings = [(e - mean, p) for e, p in c.embeddings]
+
+
+def assign(conv: Conversation, config: SpeakerConfig) -> list[str | None]:
+    tracker = SpeakerTracker(config)
+    return [tracker.push(e, p).speaker for e, p in conv.embeddings]
+
+
+def _best_mapping(matrix: np.ndarray) -> float:
+    """Largest total of a one-to-one pairing of rows (truth) and columns (predicted)."""
+    if matrix.size == 0:
+        return 0.0
+    rows, cols = linear_sum_assignment(matrix, maximize=True)
+    return float(matrix[rows, cols].sum())
+
+
+def score(conv: Conversation, labels: list[str | None]) -> dict[str, float]:
+    """Attribution counts and DER frame counts of one conversation."""
+    truth = sorted({t.speaker for t in conv.turns})
+    pred = sorted({x for x in labels if x is not None})
+    counts = np.zeros((len(truth), len(pred)))
+    abstained = 0
+    for t in conv.turns:
+        best, best_ov = None, 0.2  # a cut must overlap the turn by 0.2 s to be its cut
+        for (s, e), lab in zip(conv.cuts, labels):
+            ov = min(e, t.end_s) - max(s, t.start_s)
+            if ov > best_ov:
+                best, best_ov = (lab,), ov
+        if best is not None and best[0] is None:
+            abstained += 1
+        elif best is not None:
+            counts[truth.index(t.speaker), pred.index(best[0])] += 1
+    end = max([t.end_s for t in conv.turns] + [e for _, e in conv.cuts])
+    n = int(np.ceil(end / FRAME_S)) + 1
+    ref, hyp = np.full(n, -1), np.full(n, -1)
+    for t in conv.turns:
+        ref[int(round(t.start_s / FRAME_S)) : int(round(t.end_s / FRAME_S))] = truth.index(t.speaker)
+    for (s, e), lab in zip(conv.cuts, labels):
+        if lab is not None:
+            hyp[int(round(s / FRAME_S)) : int(round(e / FRAME_S))] = pred.index(lab)
+    both = (ref >= 0) & (hyp >= 0)
+    overlap = np.zeros((len(truth), len(pred)))
+    np.add.at(overlap, (ref[both], hyp[both]), 1)
+    return {
+        "turns": len(conv.turns),
+        "correct": _best_mapping(counts),
+        "abstained": abstained,
+        "speech": float((ref >= 0).sum()),
+        "missed": float(((ref >= 0) & (hyp < 0)).sum()),
+        "false_alarm": float(((ref < 0) & (hyp >= 0)).sum()),
+        "confusion": float(both.sum() - _best_mapping(overlap)),
+        "speakers_true": len(truth),
+        "speakers_found": len(pred),
+    }
+
+
+def evaluate(prepared: dict[str, list[Conversation]], config: SpeakerConfig) -> dict[str, dict]:
+    """Per set: attribution, DER, confusion, abstentions, mean speakers found vs true."""
+    results = {}
+    for name, convs in prepared.items():
+        rows = [score(c, assign(c, config)) for c in convs]
+        tot = {k: sum(r[k] for r in rows) for k in rows[0]}
+        results[name] = {
+            "conversations": len(rows),
+            "utterances": int(tot["turns"]),
+            "attribution": tot["correct"] / tot["turns"],
+            "der": (tot["missed"] + tot["false_alarm"] + tot["confusion"]) / tot["speech"],
+            "confusion": tot["confusion"] / tot["speech"],
+            "abstained": tot["abstained"] / tot["turns"],
+            "speakers_found": tot["speakers_found"] / len(rows),
+            "speakers_true": tot["speakers_true"] / len(rows),
+        }
+    return results
+
+
+def sweep(prepared: dict, thresholds: list[float], base: SpeakerConfig) -> dict[float, dict]:
+    return {th: evaluate(prepared, replace(base, new_below=th)) for th in thresholds}
+
+
+def table(results: dict[str, dict]) -> str:
+    lines = [
+        "| set | conversations | utterances | attribution | DER | confusion | abstained | speakers found / true |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in results.items():
+        lines.append(
+            f"| {name} | {r['conversations']} | {r['utterances']} | {r['attribution']:.3f} | {r['der']:.3f} | "
+            f"{r['confusion']:.3f} | {r['abstained']:.3f} | {r['speakers_found']:.2f} / {r['speakers_true']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def run(args) -> str:
+    """``python -m training speakers``: render, cut, embed once; then assign and score (per threshold)."""
+    if args.conversations < 1:
+        raise ValueError(f"--conversations must be at least 1, got {args.conversations}")
+    names = args.sets or list(SETS)
+    unknown = [n for n in names if n not in SETS]
+    if unknown:
+        raise ValueError(f"unknown set(s) {', '.join(unknown)} for --sets; use {', '.join(SETS)}")
+    import torch
+
+    torch.set_num_threads(1)  # same vectors; on a shared 2-core CPU two spinning threads are many times slower
+    embed = embedder_fn(args.embedder)
+    timed: list[float] = []
+
+    def timed_embed(audio):
+        t = time.perf_counter()
+        out = embed(audio)
+        timed.append((time.perf_counter() - t) * 1000)
+        return out
+
+    prepared = prepare(names, args.split, Path(args.data_root), args.conversations, timed_embed)
+    if args.embedder == "whisper":
+        center(prepared)
+    base = SpeakerConfig()
+    out, text = {}, []
+    for th in args.sweep or [base.new_below]:
+        if args.speakers:
+            results = {
+                n: evaluate({n: convs}, replace(base, new_below=th, speakers=SETS[n].voices))[n]
+                for n, convs in prepared.items()
+            }
+        else:
+            results = evaluate(prepared, replace(base, new_below=th))
+        out[th] = results
+        text.append(f"new speaker below similarity {th} ({args.embedder}, {args.split}):\n{table(results)}")
+    text.append(f"embedding ms per cut: median {np.median(timed):.1f} (no quiet machine: see bench/ for timings)")
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"embedder": args.embedder, "split": args.split, "results": out}, indent=2))
+    return "\n\n".join(text)

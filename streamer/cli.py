@@ -105,8 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument(
         "--interim",
         action="store_true",
-        help='also write interim transcripts (words of an utterance still being spoken, type "interim") to '
-        "--jsonl and the line output; the UI always shows them while speculating",
+        help='interim transcripts: words of an utterance still being spoken, in the UI and (type "interim") '
+        "in --jsonl and the line output; real-time input only; doubles the CPU load (docs/benchmarks.md)",
     )
     out.add_argument("--export", choices=("csv", "srt", "vtt"), default=None, help="write the timeline at the end")
     out.add_argument(
@@ -209,7 +209,7 @@ def build_pipeline(args):
     tracker = _tracker(args, seg)
     recorder = Recorder(args.record) if args.record else None
     speculate = not args.no_speculate and not (args.replay is not None and args.speed == "max")
-    config = PipelineConfig(speculate=speculate, overlap=not args.no_speculate, interim=speculate)
+    config = PipelineConfig(speculate=speculate, overlap=not args.no_speculate, interim=speculate and args.interim)
     return tracker.live_pipeline(source, recorder=recorder, config=config), tracker.checkpoint
 
 

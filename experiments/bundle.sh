@@ -8,10 +8,11 @@ cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 NAME=${NAME:-bundle}
 SEEDS=${SEEDS:-0}
-# Text: the frozen MiniLM reading each line with its 2 previous turns (TEXT_CONTEXT=0: the line
-# alone). TEXT_ADAPTER=runs/text/<run>/adapter.pt takes a fine-tuned encoder instead
+# Text: the frozen MiniLM reading the line alone (the bundled model). TEXT_CONTEXT=2: with its 2
+# previous turns (docs/results.md, bundle-ctx2: not installed, worse on unseen voices).
+# TEXT_ADAPTER=runs/text/<run>/adapter.pt takes a fine-tuned encoder instead
 # (experiments/text.sh; its fold adapters give the training split's text vectors out of fold).
-TEXT_CONTEXT=${TEXT_CONTEXT:-2}
+TEXT_CONTEXT=${TEXT_CONTEXT:-0}
 TEXT_ADAPTER=${TEXT_ADAPTER:-}
 TEXT=(--text-context-turns "$TEXT_CONTEXT")
 if [ -n "$TEXT_ADAPTER" ]; then TEXT=(--text-adapter "$TEXT_ADAPTER"); fi

@@ -7,10 +7,13 @@ export OMP_WAIT_POLICY=PASSIVE
 py=.venv/bin/python
 $py -m training asr-text --split validation
 $py -m training asr-text --split test --dialogues 60 --engines espeak-ng flite festival
-$py -m training asr-text --split train --dialogues 120
+$py -m training asr-text --split train --dialogues 120   # stopped at 197 lines this session
 experiments/text-baselines.sh
 # the bundle's text encoder: 2 past turns, LoRA on the top 3 layers, 2 out-of-fold adapters
 $py -m training text-tune --name minilm-ctx2 --context-turns 2 --epochs 1 --folds 2 --seeds 0
+# the best fine-tuned row of docs/results.md: plain cross-entropy, lighter noise, 2 epochs
+$py -m training text-tune --name minilm-ctx2-ce --context-turns 2 --epochs 2 --noise-p 0.3 --class-weight-power 0 --seeds 0
+# not run yet (CPU time): no context, no noise, more seeds
 $py -m training text-tune --name minilm-ctx0 --context-turns 0 --epochs 1 --seeds 0
 $py -m training text-tune --name minilm-ctx2-clean --context-turns 2 --epochs 1 --noise-p 0 --seeds 0
 $py -m training text-tune --name minilm-ctx2 --context-turns 2 --epochs 1 --seeds 1 2

@@ -8,7 +8,8 @@ import pytest
 
 import models
 import training.experiment
-from training.cli import compare_table, main
+from training.cli import main
+from training.compare import compare_table
 from training.recipes import NOT_IN_PAPER, RECIPES, label, recipe_for, resolve
 
 

@@ -17,13 +17,13 @@ import dataclasses
 import json
 import logging
 import re
-import statistics
 import sys
 import typing
 from pathlib import Path
 
 from models import ContextConfig
 from models.base import CONTEXT_MODES
+from training.compare import compare_table
 from training.data import dataset_names
 from training.extract import ExtractConfig
 from training.recipes import RECIPE_NAMES, label, resolve
@@ -241,15 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     text_cli.add_parser(sub)
     text_cli.add_asr_parser(sub)
 
-    sp = sub.add_parser("speakers", help="score online speaker attribution (accuracy, DER) on rendered conversations")
-    sp.add_argument("--split", default="test", choices=("validation", "test"), help="whose voices (never train)")
-    sp.add_argument("--sets", nargs="+", default=None, help="which sets (default: all)")
-    sp.add_argument("--conversations", type=int, default=12, help="conversations per set")
-    sp.add_argument("--embedder", default="ge2e", choices=("ge2e", "whisper"))
-    sp.add_argument("--speakers", action="store_true", help="tell the tracker each conversation's number of voices")
-    sp.add_argument("--sweep", nargs="+", type=float, default=None, metavar="SIM", help="new-speaker thresholds")
-    sp.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
-    sp.add_argument("--data-root", default="../shared/data")
+    from training.speakers import add_parser as add_speakers_parser
+
+    add_speakers_parser(sub)
 
     cp = sub.add_parser("compare", help="markdown table over runs (mean ± std across seeds)")
     cp.add_argument("runs", nargs="+", type=Path)
@@ -429,36 +423,6 @@ def cmd_compare(args) -> int:
     print(compare_table(args.runs, args.split))
     return 0
 
-
-def compare_table(run_dirs: list[Path], split: str = "validation") -> str:
-    """Group runs by name without the ``-s<seed>`` suffix and by recipe; mean ± std of the main metrics.
-
-    The last column names the training recipe each row ran under (``unrecorded`` for runs
-    written before recipes were recorded); seeds of one name under different recipes are
-    separate rows, never averaged together.
-    """
-    groups: dict[tuple[str, str], list[dict]] = {}
-    for d in run_dirs:
-        f = Path(d) / "metrics.json"
-        if not f.is_file():
-            continue
-        m = json.loads(f.read_text())
-        if split not in m:
-            continue
-        name = m["run"].rsplit("-s", 1)[0] if "-s" in m["run"] else m["run"]
-        groups.setdefault((name, label(m.get("recipe"))), []).append(m[split])
-    if not groups:
-        raise ValueError(f"no run in {', '.join(map(str, run_dirs))} has {split} metrics: train some first")
-    keys = ("weighted_f1", "accuracy", "macro_f1", "unweighted_accuracy", "ece")
-    lines = ["| run | seeds | " + " | ".join(keys) + " | recipe |", "|---|---:|" + "---:|" * len(keys) + "---|"]
-    for (name, recipe), ms in sorted(groups.items()):
-        cells = []
-        for k in keys:
-            vals = [m[k] for m in ms]
-            sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
-            cells.append(f"{statistics.mean(vals):.3f} ± {sd:.3f}")
-        lines.append(f"| {name} | {len(ms)} | " + " | ".join(cells) + f" | {recipe} |")
-    return "\n".join(lines)
 
 
 COMMANDS = {

@@ -303,3 +303,16 @@ def run(args) -> str:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"embedder": args.embedder, "split": args.split, "results": out}, indent=2))
     return "\n\n".join(text)
+
+
+def add_parser(sub) -> None:
+    """The ``python -m training speakers`` subcommand."""
+    sp = sub.add_parser("speakers", help="score online speaker attribution (accuracy, DER) on rendered conversations")
+    sp.add_argument("--split", default="test", choices=("validation", "test"), help="whose voices (never train)")
+    sp.add_argument("--sets", nargs="+", default=None, help="which sets (default: all)")
+    sp.add_argument("--conversations", type=int, default=12, help="conversations per set")
+    sp.add_argument("--embedder", default="ge2e", choices=("ge2e", "whisper"))
+    sp.add_argument("--speakers", action="store_true", help="tell the tracker each conversation's number of voices")
+    sp.add_argument("--sweep", nargs="+", type=float, default=None, metavar="SIM", help="new-speaker thresholds")
+    sp.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    sp.add_argument("--data-root", default="../shared/data")

@@ -129,15 +129,21 @@ class UtteranceRow:
         self._bars = Text("  ").join(bars) if bars else Text("no class probabilities", style="dim")
 
     def render(self) -> RenderableType:
-        grid = Table.grid(padding=(0, 1))
-        grid.add_column(width=8, no_wrap=True)
-        grid.add_column(width=6, no_wrap=True, overflow="ellipsis")
-        grid.add_column(width=14, no_wrap=True)
-        grid.add_column(ratio=1)
-        grid.add_row(*self._cells)
+        grid = _row_grid(self._cells)
         if self.details:
             grid.add_row("", "", "", self._bars)
         return grid
+
+
+def _row_grid(cells: list[Text]) -> Table:
+    """A timeline row's grid: clock, speaker, label, words (the same columns for every row kind)."""
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(width=8, no_wrap=True)
+    grid.add_column(width=6, no_wrap=True, overflow="ellipsis")
+    grid.add_column(width=14, no_wrap=True)
+    grid.add_column(ratio=1)
+    grid.add_row(*cells)
+    return grid
 
 
 class InterimRow:
@@ -156,13 +162,7 @@ class InterimRow:
         ]
 
     def render(self) -> RenderableType:
-        grid = Table.grid(padding=(0, 1))
-        grid.add_column(width=8, no_wrap=True)
-        grid.add_column(width=6, no_wrap=True, overflow="ellipsis")
-        grid.add_column(width=14, no_wrap=True)
-        grid.add_column(ratio=1)
-        grid.add_row(*self._cells)
-        return grid
+        return _row_grid(self._cells)
 
 
 class Timeline(ScrollView):

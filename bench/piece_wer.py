@@ -3,8 +3,9 @@ of the whole utterance on the 15 s and the 30 s window, on the same segmented ut
 
     python bench/piece_wer.py recordings/demo-{kitchen,office,story}.flac .cache-bench/long-turns.flac
 
-Each recording is segmented as the live tracker does (default SegmenterConfig, so the same
-cuts), every utterance is transcribed three ways, and the WER against ``<recording>.jsonl``
+Each recording is segmented as the live tracker does (the default SegmenterConfig, with
+cuts at ``--cut-pause-ms`` pauses, default 200: piecewise finals are off in the product
+until this says they pay), every utterance is transcribed three ways, and the WER against ``<recording>.jsonl``
 is reported per recording and over all words, with the utterances > 6 s on their own.
 """
 
@@ -19,13 +20,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from streamer.asr import FULL_WINDOW, Transcriber  # noqa: E402
 from streamer.audio import load_audio  # noqa: E402
 from streamer.interim import PieceTranscripts  # noqa: E402
-from streamer.segmenter import Segmenter  # noqa: E402
+from streamer.segmenter import Segmenter, SegmenterConfig  # noqa: E402
 from training.e2e import read_truth, truth_path, word_error_rate  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("recordings", nargs="+", type=Path)
+    ap.add_argument("--cut-pause-ms", type=int, default=200)
     args = ap.parse_args(argv)
     asr15, asr30 = Transcriber("tiny.en", device="cpu"), Transcriber("tiny.en", device="cpu", policy=FULL_WINDOW)
     ways = {
@@ -37,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     print("| recording | utterances (with cuts) | " + " | ".join(f"WER {k}" for k in ways) + " |")
     print("|---|---:|" + "---:|" * len(ways))
     for rec in args.recordings:
-        seg = Segmenter()
+        seg = Segmenter(SegmenterConfig(cut_pause_ms=args.cut_pause_ms))
         utts = seg.push(load_audio(rec)) + seg.flush()
         reference = " ".join(t.text for t in read_truth(truth_path(rec)))
         n = len(reference.split())

@@ -98,9 +98,13 @@ def examples(
 ) -> tuple[list[str], list, np.ndarray]:
     """(lines, their contexts, labels) of every labelled utterance, each context from its past.
     ``asr``: tiny.en's transcripts by (dialogue, turn); ``speakers=False``: untagged, as live mono."""
+    return labelled([(d, dialogue_turns(d, asr, speakers)) for d in dialogues], context_turns)
+
+
+def labelled(dialogues: list[tuple[Dialogue, list[Turn]]], context_turns: int) -> tuple[list[str], list, np.ndarray]:
+    """(lines, contexts, labels) of the labelled utterances of dialogues given with the turns to read."""
     texts, contexts, labels = [], [], []
-    for d in dialogues:
-        turns = dialogue_turns(d, asr, speakers)
+    for d, turns in dialogues:
         for u, t, c in zip(d.utterances, turns, dialogue_contexts(turns, context_turns)):
             if u.label in MELD_LABELS:
                 texts.append(t.text)
@@ -155,7 +159,9 @@ def predict(model: Tuner, texts: list[str], contexts: list, batch_size: int = 64
 
 
 def _noised_examples(dialogues, cfg: TuneConfig, noise: AsrNoise | None, rng: random.Random):
-    texts, contexts, labels = [], [], []
+    """One epoch's examples: a dialogue's speakers hidden with ``untagged_p``, each turn
+    ASR-noised with ``noise_p``."""
+    out = []
     for d in dialogues:
         hide = rng.random() < cfg.untagged_p
         turns = [
@@ -165,12 +171,8 @@ def _noised_examples(dialogues, cfg: TuneConfig, noise: AsrNoise | None, rng: ra
             )
             for t in dialogue_turns(d)
         ]
-        for u, t, c in zip(d.utterances, turns, dialogue_contexts(turns, cfg.context_turns)):
-            if u.label in MELD_LABELS:
-                texts.append(t.text)
-                contexts.append(c)
-                labels.append(MELD_LABELS.index(u.label))
-    return texts, contexts, np.asarray(labels, np.int64)
+        out.append((d, turns))
+    return labelled(out, cfg.context_turns)
 
 
 def length_buckets(texts: list[str], contexts: list, batch_size: int, rng: random.Random) -> list[list[int]]:

@@ -232,3 +232,27 @@ def test_the_live_pipeline_reads_each_line_with_its_past_only():
     assert [used[t] for t in texts] == want
     proc.reset()
     assert proc.history.context(None) is None
+
+
+def test_a_bad_adapter_file_is_one_sentence(tmp_path):
+    from training.text_features import read_adapter_file
+
+    with pytest.raises(ValueError, match="no text adapter at") as e:
+        read_adapter_file(tmp_path / "missing.pt")
+    assert "\n" not in str(e.value)
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="not a ser-live text adapter"):
+        read_adapter_file(tmp_path / "other.pt")
+    (tmp_path / "junk.pt").write_bytes(b"junk" * 10)
+    with pytest.raises(ValueError, match="not a readable text adapter"):
+        read_adapter_file(tmp_path / "junk.pt")
+
+
+def test_text_tune_refuses_bad_settings_in_one_line_before_writing(tmp_path, capsys):
+    from training.cli import main
+
+    runs = tmp_path / "runs"
+    assert main(["text-tune", "--name", "x", "--epochs", "0", "--runs-dir", str(runs)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "epochs" in err and "\n" not in err
+    assert not runs.exists()  # nothing written for a refused run

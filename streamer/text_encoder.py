@@ -126,12 +126,16 @@ class TextEncoder:
 
     @staticmethod
     def _resolve(name: str) -> str:
-        """Local path as given; the bundled MiniLM for its Hub name; any other name via the HF cache."""
+        """Local path as given; MiniLM and mpnet (pip-installed) by Hub name; any other name via the HF cache."""
         path = Path(name).expanduser()
         if path.exists():
             return str(path)
         if name in (BUNDLED_TEXT_ENCODER, BUNDLED_TEXT_ENCODER.split("/")[1]):
             return str(bundled_text_encoder_path())
+        from streamer import mpnet
+
+        if name in (mpnet.HUB_NAME, mpnet.FOLDER):
+            return str(mpnet.path())
         return name
 
     @property

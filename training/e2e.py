@@ -84,13 +84,14 @@ def align(truth: list[Segment], pred: list[Segment], min_overlap_s: float = 0.2)
         if i >= 0:
             per_truth[i].append(j)
     merged = sum(1 for p in pred if sum(overlap(t, p) >= min_overlap_s for t in truth) > 1)
-    labels_true, labels_pred, confidences, missed = [], [], [], 0
+    labels_true, labels_pred, confidences, speakers, missed = [], [], [], [], 0
     for i, t in enumerate(truth):
         # its own predictions, else one that merged it with a neighbour (it was heard, and labelled)
         js = per_truth[i] or [j for j, p in enumerate(pred) if overlap(t, p) >= min_overlap_s]
         best = max(js, key=lambda j: overlap(t, pred[j])) if js else None
         missed += best is None
         labels_true.append(t.label)
+        speakers.append(t.speaker)
         labels_pred.append(pred[best].label if best is not None and pred[best].label else MISSED)
         confidences.append(pred[best].confidence if best is not None and pred[best].label else 0.0)
     return {
@@ -103,6 +104,7 @@ def align(truth: list[Segment], pred: list[Segment], min_overlap_s: float = 0.2)
         "labels_true": labels_true,
         "labels_pred": labels_pred,
         "confidences": confidences,
+        "speakers_true": speakers,
     }
 
 

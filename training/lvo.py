@@ -85,6 +85,30 @@ def coverage_curve(labels_true: list[str | None], labels_pred: list[str], confid
     return out
 
 
+def voice_gender(speaker: str | None) -> str | None:
+    """"F"/"M" for an acted voice of the shared corpora (RAVDESS: odd actors are male, by its
+    documentation; EmoDB: its speaker table), None where unknown (synthetic readers)."""
+    from training.data.shared import EMODB_GENDERS
+
+    corpus, _, number = (speaker or "").rpartition("_")
+    if corpus == "ravdess" and number.isdigit():
+        return "M" if int(number) % 2 else "F"
+    if corpus == "emodb":
+        return EMODB_GENDERS.get(number)
+    return None
+
+
+def by_gender(labels_true: list[str | None], labels_pred: list[str], speakers: list[str | None]) -> dict:
+    """Pooled scores per gender of the true speaker, where known."""
+    genders = [voice_gender(s) for s in speakers]
+    return {
+        g: pooled_scores(
+            [t for t, x in zip(labels_true, genders) if x == g], [p for p, x in zip(labels_pred, genders) if x == g]
+        )
+        for g in sorted({x for x in genders if x})
+    }
+
+
 def pooled_scores(labels_true: list[str | None], labels_pred: list[str]) -> dict:
     pairs = [(t, p) for t, p in zip(labels_true, labels_pred) if t is not None]
     if not pairs:
@@ -116,15 +140,17 @@ def evaluate_sets(
         if name not in LVO_SETS:
             raise ValueError(f"unknown leave-voices-out set {name!r}: choose from {', '.join(LVO_SETS)}")
         recordings = render_set(name, out / "recordings", dialogues, root)
-        y_true, y_pred, conf, wers = [], [], [], []
+        y_true, y_pred, conf, wers, speakers = [], [], [], [], []
         for rec in recordings:
             r = evaluate_recording(rec, rec.with_suffix(".jsonl"), checkpoint, asr_model=asr_model)
             y_true += r["labels_true"]
             y_pred += r["labels_pred"]
             conf += r["confidences"]
+            speakers += r["speakers_true"]
             wers.append(r["wer"])
         scores = pooled_scores(y_true, y_pred)
         scores["coverage"] = coverage_curve(y_true, y_pred, conf)
+        scores["by_gender"] = by_gender(y_true, y_pred, speakers)
         scores["wer"] = float(np.mean(wers)) if wers else None
         scores["recordings"] = len(recordings)
         results[name] = scores
@@ -134,13 +160,14 @@ def evaluate_sets(
 
 def table(results: dict[str, dict]) -> str:
     lines = [
-        "| set | utterances | weighted F1 | macro F1 | unweighted acc. | WER | most predicted |",
-        "|---|---:|---:|---:|---:|---:|---|",
+        "| set | utterances | weighted F1 | macro F1 | unweighted acc. | WER | wF1 by gender | most predicted |",
+        "|---|---:|---:|---:|---:|---:|---|---|",
     ]
     for name, r in results.items():
         top = ", ".join(f"{k} {v}" for k, v in sorted(r["predicted"].items(), key=lambda kv: -kv[1])[:3])
+        genders = ", ".join(f"{g} {v['weighted_f1']:.3f} ({v['n']})" for g, v in r.get("by_gender", {}).items())
         lines.append(
             f"| {name} | {r['n']} | {r['weighted_f1']:.3f} | {r['macro_f1']:.3f} | "
-            f"{r['unweighted_accuracy']:.3f} | {r['wer']:.3f} | {top} |"
+            f"{r['unweighted_accuracy']:.3f} | {r['wer']:.3f} | {genders or '-'} | {top} |"
         )
     return "\n".join(lines)

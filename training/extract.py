@@ -246,7 +246,8 @@ def extract_split(split: DatasetSplit, cfg: ExtractConfig) -> SplitFeatures:
         text = split_vectors(split, texts, source, cfg.text_out_of_fold, store)
     else:
         tstore = FeatureStore(root / f"text-{enc_id}" / f"{name}.npz")
-        missing = sorted({(k, t) for k, t in zip(tkeys, texts) if k not in tstore})
+        # by length: a batch costs its longest line, so similar lengths waste no padding
+        missing = sorted({(k, t) for k, t in zip(tkeys, texts) if k not in tstore}, key=lambda kt: (len(kt[1]), kt[0]))
         for lo in tqdm(range(0, len(missing), 64), desc=f"text {name}", disable=not cfg.progress or not missing):
             chunk = missing[lo : lo + 64]
             for (k, _), vec in zip(chunk, encoder.encode([t for _, t in chunk])):

@@ -276,6 +276,14 @@ def run(args) -> str:
     unknown = [n for n in names if n not in SETS]
     if unknown:
         raise ValueError(f"unknown set(s) {', '.join(unknown)} for --sets; use {', '.join(SETS)}")
+    base = SpeakerConfig()
+    if args.projection is not None:  # "none": raw vectors (the Whisper candidate is never projected)
+        base = replace(base, projection=None if args.projection == "none" else Path(args.projection))
+    if args.embedder == "whisper":
+        base = replace(base, projection=None)
+    if args.center_strength is not None:
+        base = replace(base, center_strength=args.center_strength)
+    SpeakerTracker(base)  # a bad setting or projection file fails here, before minutes of rendering
     import torch
 
     torch.set_num_threads(1)  # same vectors; on a shared 2-core CPU two spinning threads are many times slower
@@ -291,13 +299,6 @@ def run(args) -> str:
     prepared = prepare(names, args.split, Path(args.data_root), args.conversations, timed_embed)
     if args.embedder == "whisper":
         center(prepared)
-    base = SpeakerConfig()
-    if args.projection is not None:  # "none": raw vectors (the Whisper candidate is never projected)
-        base = replace(base, projection=None if args.projection == "none" else Path(args.projection))
-    if args.embedder == "whisper":
-        base = replace(base, projection=None)
-    if args.center_strength is not None:
-        base = replace(base, center_strength=args.center_strength)
     out, text = {}, []
     for th in args.sweep or [base.new_below]:
         if args.speakers:

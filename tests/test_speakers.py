@@ -44,6 +44,11 @@ def utterance_of(centre: np.ndarray, rng: np.random.Generator, noise: float = 0.
     return (x / np.linalg.norm(x)).astype(np.float32)
 
 
+#: The tracker's mechanics on synthetic vectors: no projection (it is fitted on real GE2E vectors, and
+#: random directions are not), full session centring, the threshold those vectors were made for.
+RAW = SpeakerConfig(projection=None, center_strength=1.0, new_below=-0.1)
+
+
 def session(n: int, k: int = 3, seed: int = 1) -> tuple[list[np.ndarray], list[int]]:
     rng = np.random.default_rng(seed)
     centres = voices(k)
@@ -53,17 +58,17 @@ def session(n: int, k: int = 3, seed: int = 1) -> tuple[list[np.ndarray], list[i
 
 def test_causal_adding_an_utterance_never_changes_earlier_labels():
     embeddings, _ = session(60)
-    full = [a.speaker for a in map(SpeakerTracker().push, embeddings)]
+    full = [a.speaker for a in map(SpeakerTracker(RAW).push, embeddings)]
     for t in (1, 2, 5, 17, 59):
-        prefix = [a.speaker for a in map(SpeakerTracker().push, embeddings[:t])]
+        prefix = [a.speaker for a in map(SpeakerTracker(RAW).push, embeddings[:t])]
         assert prefix == full[:t]
 
 
 def test_labels_follow_first_appearance_and_match_the_truth():
     embeddings, who = session(40)
-    labels = [SpeakerTracker().push(e).speaker for e in embeddings[:1]]  # one-utterance session: A
+    labels = [SpeakerTracker(RAW).push(e).speaker for e in embeddings[:1]]  # one-utterance session: A
     assert labels == ["A"]
-    tracker = SpeakerTracker()
+    tracker = SpeakerTracker(RAW)
     labels = [tracker.push(e).speaker for e in embeddings]
     first_seen = list(dict.fromkeys(who))
     assert labels == ["ABC"[first_seen.index(w)] for w in who]
@@ -72,7 +77,7 @@ def test_labels_follow_first_appearance_and_match_the_truth():
 def test_two_hour_looped_session_has_no_churn_and_bounded_memory():
     """2 h of 4 s turns (1800 utterances), the same conversation looped: labels never move, state stays small."""
     embeddings, who = session(45)
-    tracker = SpeakerTracker()
+    tracker = SpeakerTracker(RAW)
     first = [tracker.push(e).speaker for e in embeddings]
     tracemalloc.start()
     for _ in range(3):  # warm-up loops
@@ -88,7 +93,7 @@ def test_two_hour_looped_session_has_no_churn_and_bounded_memory():
 
 def test_bound_and_known_count():
     embeddings, who = session(50, k=5)
-    raw = {"center_weight": 0.0, "new_below": 0.7}  # the bound itself, without the session centring
+    raw = {"center_weight": 0.0, "new_below": 0.7, "projection": None}  # the bound itself, without the session centring
     for cfg, n in (
         (SpeakerConfig(max_speakers=3, **raw), 3),
         (SpeakerConfig(speakers=2, **raw), 2),
@@ -102,7 +107,7 @@ def test_bound_and_known_count():
 def test_overlapping_speech_is_said_not_guessed():
     rng = np.random.default_rng(3)
     a, b = voices(2)
-    tracker = SpeakerTracker()
+    tracker = SpeakerTracker(RAW)
     assert tracker.push(utterance_of(a, rng)).speaker == "A"
     assert tracker.push(utterance_of(b, rng)).speaker == "B"
     partials = np.stack([utterance_of(a, rng), utterance_of(b, rng)])
@@ -115,7 +120,7 @@ def test_overlapping_speech_is_said_not_guessed():
 
 
 def test_bad_config_values_are_one_sentence():
-    for kwargs in ({"speakers": 0}, {"max_speakers": 9}, {"new_below": 1.5}, {"memory": 0}):
+    for kwargs in ({"speakers": 0}, {"max_speakers": 9}, {"new_below": 1.5}, {"memory": 0}, {"center_strength": 2}):
         with pytest.raises(ValueError, match=next(iter(kwargs))):
             SpeakerConfig(**kwargs)
 
@@ -172,7 +177,7 @@ def test_tracked_speakers_reach_events_and_the_model_inputs():
     torch.manual_seed(0)
     model = models.build("text", input_dim=4, hidden=8)
     ck = models.Checkpoint(model.eval(), LABELS, FeaturePipeline())
-    proc = UtteranceProcessor(ck, RecordingFeatures(), FakeTranscriber(), SpeakerStage(LengthVoices()))
+    proc = UtteranceProcessor(ck, RecordingFeatures(), FakeTranscriber(), SpeakerStage(LengthVoices(), RAW))
     seen = []
     push = proc.classifier.push
     proc.classifier.push = lambda feats, **kw: (
@@ -196,7 +201,7 @@ def test_tracked_speakers_reach_events_and_the_model_inputs():
 def test_split_channels_keep_channel_as_speaker():
     torch.manual_seed(0)
     ck = models.Checkpoint(models.build("text", input_dim=4, hidden=8).eval(), LABELS, FeaturePipeline())
-    proc = UtteranceProcessor(ck, FakeFeatures(), FakeTranscriber(), SpeakerStage(LengthVoices()))
+    proc = UtteranceProcessor(ck, FakeFeatures(), FakeTranscriber(), SpeakerStage(LengthVoices(), RAW))
     out = []
     LivePipeline(FileSource(RECORDINGS / "demo-kitchen-stereo.flac", speed="max", split_channels=True), proc).run(
         out.append, threading.Event(), threading.Event()

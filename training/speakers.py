@@ -1,6 +1,7 @@
 """Speaker attribution on rendered conversations: who spoke each utterance, scored against the script.
 
     python -m training speakers --split test [--embedder ge2e|whisper] [--sweep] [--conversations 12]
+    python -m training speakers --fit-projection      # rebuild streamer/assets/speaker_projection.npz
 
 Conversations are built from voices the bundled model never trained on (the ``validation`` or
 ``test`` side of the shared voice splits: RAVDESS actors 1-20 and EmoDB speakers, and the
@@ -265,12 +266,24 @@ def table(results: dict[str, dict]) -> str:
 
 def run(args) -> str:
     """``python -m training speakers``: render, cut, embed once; then assign and score (per threshold)."""
+    if args.fit_projection:
+        from training.speaker_fit import run_fit
+
+        return run_fit(args)
     if args.conversations < 1:
         raise ValueError(f"--conversations must be at least 1, got {args.conversations}")
     names = args.sets or list(SETS)
     unknown = [n for n in names if n not in SETS]
     if unknown:
         raise ValueError(f"unknown set(s) {', '.join(unknown)} for --sets; use {', '.join(SETS)}")
+    base = SpeakerConfig()
+    if args.projection is not None:  # "none": raw vectors (the Whisper candidate is never projected)
+        base = replace(base, projection=None if args.projection == "none" else Path(args.projection))
+    if args.embedder == "whisper":
+        base = replace(base, projection=None)
+    if args.center_strength is not None:
+        base = replace(base, center_strength=args.center_strength)
+    SpeakerTracker(base)  # a bad setting or projection file fails here, before minutes of rendering
     import torch
 
     torch.set_num_threads(1)  # same vectors; on a shared 2-core CPU two spinning threads are many times slower
@@ -286,7 +299,6 @@ def run(args) -> str:
     prepared = prepare(names, args.split, Path(args.data_root), args.conversations, timed_embed)
     if args.embedder == "whisper":
         center(prepared)
-    base = SpeakerConfig()
     out, text = {}, []
     for th in args.sweep or [base.new_below]:
         if args.speakers:
@@ -301,7 +313,9 @@ def run(args) -> str:
     text.append(f"embedding ms per cut: median {np.median(timed):.1f} (no quiet machine: see bench/ for timings)")
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"embedder": args.embedder, "split": args.split, "results": out}, indent=2))
+        config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(base).items() if k != "new_below"}
+        summary = {"embedder": args.embedder, "split": args.split, "config": config, "results": out}
+        args.out.write_text(json.dumps(summary, indent=2))
     return "\n\n".join(text)
 
 
@@ -316,3 +330,8 @@ def add_parser(sub) -> None:
     sp.add_argument("--sweep", nargs="+", type=float, default=None, metavar="SIM", help="new-speaker thresholds")
     sp.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     sp.add_argument("--data-root", default="../shared/data")
+    sp.add_argument("--projection", default=None, metavar="NPZ|none", help="speaker back end (default: shipped)")
+    sp.add_argument("--center-strength", type=float, default=None, help="share of the session mean removed")
+    sp.add_argument("--fit-projection", action="store_true", help="fit the back end on train voices and write it")
+    sp.add_argument("--nap-dims", type=int, default=32, help="--fit-projection: within-speaker directions removed")
+    sp.add_argument("--projection-out", type=Path, default=None, help="--fit-projection: where (default: the asset)")

@@ -61,6 +61,8 @@ SETS: dict[str, SpeakerSet] = {
     "one-voice": SpeakerSet("acted", 1, ("ravdess",), 10, "one RAVDESS actor across emotions: must stay one"),
     "tts-2": SpeakerSet("tts", 2, turns=12, description="two synthetic voices reading MELD lines"),
     "tts-4": SpeakerSet("tts", 4, turns=16, description="four synthetic voices reading MELD lines"),
+    "acted-6": SpeakerSet("acted", 6, ("ravdess", "emodb"), 24, "six acted voices (RAVDESS + EmoDB), any emotion"),
+    "tts-6": SpeakerSet("tts", 6, turns=24, description="six synthetic voices reading MELD lines"),
 }
 
 

@@ -28,7 +28,7 @@ from streamer.interim import PieceTranscripts
 from streamer.segmenter import Segmenter, SegmenterConfig, Utterance
 from streamer.speakers import SpeakerStage, Voice
 from streamer.text_context import DialogueHistory
-from streamer.work import Work
+from streamer.work import STALE, Work
 
 log = logging.getLogger(__name__)
 
@@ -111,11 +111,16 @@ class UtteranceProcessor:
             self.speakers.reset()
         self.count = 0
 
-    def prepare(self, utt: Utterance, audio_pool: Executor | None = None) -> Prepared:
+    def prepare(
+        self, utt: Utterance, audio_pool: Executor | None = None, stale: threading.Event | None = None
+    ) -> Prepared:
         """ASR and features of one utterance: a pure function of its audio (no dialogue state).
 
         With ``audio_pool`` (one thread) the audio-only features run there while Whisper
-        transcribes here; each extractor is still used by one thread at a time.
+        transcribes here; each extractor is still used by one thread at a time. ``stale``
+        (a speculative guess's flag): once set, the guess is abandoned after the ASR pass,
+        the one stage that cannot be interrupted, so the text encoder and the speaker
+        embedding are not spent on audio that speech has already outgrown.
         """
         latency: dict[str, float] = {}
         text = ""
@@ -129,6 +134,10 @@ class UtteranceProcessor:
             else:
                 text = self.pieces.text(utt) if self.pieces is not None else ""
             latency["asr"] = (time.perf_counter() - t) * 1000
+            if stale is not None and stale.is_set():
+                if ahead is not None:
+                    ahead.cancel()
+                return Prepared(text, None, latency, STALE)
             speaker = utt.speaker
             speaker_id = SPEAKER_NAMES.index(speaker) if speaker and speaker in SPEAKER_NAMES else 0
             audio_part = ahead.result() if ahead is not None else None

@@ -9,6 +9,7 @@ plus the interim decodes of utterances still in progress when that worker is idl
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING
@@ -20,6 +21,9 @@ if TYPE_CHECKING:
     from streamer.pipeline import UtteranceProcessor
 
 log = logging.getLogger(__name__)
+
+#: ``Prepared.error`` of a speculative guess abandoned because speech went on.
+STALE = "stale guess"
 
 
 class Work:
@@ -35,13 +39,16 @@ class Work:
         self.processor = processor
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="ser-live-prepare") if speculate else None
         self.audio_pool = ThreadPoolExecutor(1, thread_name_prefix="ser-live-audio") if overlap else None
-        self.pending: dict[int, tuple[tuple[int, int], Future]] = {}  # per segmenter: bounds -> result
+        #: per segmenter: the guess's bounds, its result, and its flag set once speech outgrows it
+        self.pending: dict[int, tuple[tuple[int, int], Future, threading.Event]] = {}
         self.interim_jobs: dict[int, Future] = {}  # per segmenter: the interim decode running
         self.interim_at: dict[int, int] = {}  # per segmenter: samples heard at the last interim
         self.finished_at: dict[int, float] = {}  # per segmenter: end (s) of its last final event
 
     def _idle(self) -> bool:
-        return all(f.done() for _, f in self.pending.values()) and all(f.done() for f in self.interim_jobs.values())
+        return all(f.done() for _, f, _ in self.pending.values()) and all(
+            f.done() for f in self.interim_jobs.values()
+        )
 
     def interim(self, channel: int, seg: Segmenter, after: int, every: int) -> None:
         """Start an interim decode of ``seg``'s utterance in progress if the worker is idle, the
@@ -70,17 +77,24 @@ class Work:
         return out
 
     def speculate(self, channel: int, utt: Utterance | None) -> None:
-        if self.pool is None or utt is None:
+        """Start preparing ``utt``, the segmenter's guess of the utterance that ends if the
+        pause goes on (None: no guess now). A different guess, or none while the channel
+        has a guess in work, means speech went on: that guess is flagged stale, so the
+        worker drops it after its ASR pass instead of encoding its text and voice too."""
+        if self.pool is None:
             return
-        key = (utt.start_sample, utt.end_sample)
+        key = (utt.start_sample, utt.end_sample) if utt is not None else None
         old = self.pending.get(channel)
-        if old is not None and old[0] == key:
+        if old is not None and old[0] != key:
+            old[2].set()
+        if utt is None or (old is not None and old[0] == key):
             return
-        if any(not f.done() for _, f in self.pending.values()):
+        if any(not f.done() for _, f, _ in self.pending.values()):
             # The worker is still on an earlier guess: queueing more would make the final
             # utterance wait behind several stale guesses; this bounds it to one.
             return
-        self.pending[channel] = (key, self.pool.submit(self.processor.prepare, utt, self.audio_pool))
+        stale = threading.Event()
+        self.pending[channel] = (key, self.pool.submit(self.processor.prepare, utt, self.audio_pool, stale), stale)
 
     def finish(self, channel: int, utt: Utterance) -> UtteranceEvent:
         decided_at = time.perf_counter()
@@ -95,12 +109,18 @@ class Work:
             future = old[1]  # same samples as the guess: its result is this utterance's
         else:
             if old is not None:
+                old[2].set()
                 old[1].cancel()
             future = self.pool.submit(self.processor.prepare, utt, self.audio_pool)
-        return self.processor(utt, decided_at, future.result())
+        prepared = future.result()
+        if prepared.error == STALE:  # flagged, then the same samples ended after all: prepare it whole
+            prepared = self.pool.submit(self.processor.prepare, utt, self.audio_pool).result()
+        return self.processor(utt, decided_at, prepared)
 
     def drop_guesses(self) -> None:
-        for future in [f for _, f in self.pending.values()] + list(self.interim_jobs.values()):
+        for _, _, stale in self.pending.values():
+            stale.set()
+        for future in [f for _, f, _ in self.pending.values()] + list(self.interim_jobs.values()):
             future.cancel()
         self.pending.clear()
         self.interim_jobs.clear()

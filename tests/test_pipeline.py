@@ -236,3 +236,46 @@ def test_speech_heard_before_a_source_failure_gets_its_event():
     events = run(LivePipeline(DiesMidSentence(), processor()))
     kinds = [type(e).__name__ for e in events if not isinstance(e, LevelEvent)]
     assert kinds[-2:] == ["UtteranceEvent", "StatusEvent"] and events[-1].error
+
+
+def _utt(start: int, end: int, decided: int = -1):
+    from streamer.segmenter import Utterance
+
+    audio = (0.1 * np.random.default_rng(start).standard_normal(end - start)).astype(np.float32)
+    return Utterance(start, end, audio, decided)
+
+
+def test_a_stale_guess_stops_after_its_asr_pass():
+    from streamer.work import STALE
+
+    proc = processor()
+    stale = threading.Event()
+    stale.set()
+    p = proc.prepare(_utt(0, 16000), None, stale)
+    assert p.error == STALE and p.features is None and proc.transcriber.calls == 1
+    assert proc.prepare(_utt(0, 16000), None, threading.Event()).features is not None
+
+
+@pytest.mark.parametrize("final_end", [24000, 16000])
+def test_speech_going_on_flags_the_guess_and_the_final_event_is_still_whole(final_end):
+    """The guess (0-1 s) is in its ASR pass when speech goes on: it is flagged and dropped
+    after ASR; the final utterance (longer, or after all the same samples) is prepared whole."""
+    from streamer.work import STALE, Work
+
+    proc = processor()
+    gate = threading.Event()
+    transcribe = proc.transcriber.transcribe
+    proc.transcriber.transcribe = lambda audio: (gate.wait(5), transcribe(audio))[1]
+    work = Work(proc, speculate=True)
+    try:
+        work.speculate(0, _utt(0, 16000))  # the worker is held inside the guess's ASR pass
+        _, guess, stale = work.pending[0]
+        work.speculate(0, None)  # a voiced frame: no guess any more
+        assert stale.is_set()
+        gate.set()
+        assert guess.result().error == STALE
+        event = work.finish(0, _utt(0, final_end, final_end))
+        assert event.text == f"utterance of {final_end / 16000:.2f} seconds" and event.label in LABELS
+    finally:
+        gate.set()
+        work.close()

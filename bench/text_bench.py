@@ -6,7 +6,7 @@
 Lines come from MELD dev (each with its past turns, untagged as in live mono input), one
 at a time as the live pipeline encodes them, after a warm-up. Reports p50/p95 ms per
 utterance and the mean tokens in the input. Take it on a quiet machine (touch
-/tmp/ser-quiet pauses this project's background training jobs).
+a file named by $SER_LIVE_PAUSE_FILE pauses text-tune jobs started with it).
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -189,9 +190,12 @@ def length_buckets(texts: list[str], contexts: list, batch_size: int, rng: rando
     return batches
 
 
-def wait_while_quiet(flag: Path = Path("/tmp/ser-quiet")) -> None:
-    """Pause while another job on this machine takes timings (the flag file exists)."""
-    while flag.exists():
+def wait_while_quiet() -> None:
+    """Pause while another job on a shared machine takes timings: only when
+    ``$SER_LIVE_PAUSE_FILE`` names a file and that file exists (benchmarks on a busy
+    2-core box: ``touch`` it, measure, ``rm`` it). Unset, training never waits."""
+    flag = os.environ.get("SER_LIVE_PAUSE_FILE")
+    while flag and Path(flag).exists():
         time.sleep(2)
 
 

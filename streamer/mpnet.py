@@ -54,10 +54,15 @@ def part_files() -> list[Path]:
     return files
 
 
+def _complete(folder: Path) -> bool:
+    """An assembled folder (its config and weights are there)."""
+    return (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
+
+
 def path(root: Path | None = None) -> Path:
     """The assembled encoder folder, assembling it from the installed parts the first time."""
     dest = (root or cache_root()) / FOLDER
-    if (dest / "config.json").is_file() and (dest / "model.safetensors").is_file():
+    if _complete(dest):
         return dest
     files = part_files()
     log.info("assembling %s from %d installed parts into %s (once)", HUB_NAME, len(files), dest)
@@ -83,7 +88,7 @@ def _assemble(files: list[Path], dest: Path) -> None:
             raise FeatureError(
                 f"the installed parts of {HUB_NAME} do not join into its zip ({exc}): reinstall {' '.join(PARTS)}"
             ) from exc
-        if (dest / "config.json").is_file() and (dest / "model.safetensors").is_file():
+        if _complete(dest):
             return  # another process assembled it meanwhile: keep theirs, it is the same
         if dest.exists():
             shutil.rmtree(dest)

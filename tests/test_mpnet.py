@@ -82,3 +82,14 @@ def test_an_unwritable_cache_is_one_sentence_naming_the_setting(tmp_path, parts_
     blocker.write_text("")  # a file where the cache folder should be: mkdir fails even as root
     with pytest.raises(FeatureError, match="set SER_LIVE_CACHE to a writable folder"):
         mpnet.path(blocker / "cache")
+
+
+def test_a_folder_another_process_finished_meanwhile_is_kept(tmp_path, parts_on_path):
+    site = parts_on_path(_zip())
+    dest = tmp_path / "cache" / "all-mpnet-base-v2"
+    dest.mkdir(parents=True)
+    (dest / "config.json").write_text("theirs")
+    (dest / "model.safetensors").write_bytes(b"1")
+    mpnet._assemble(sorted(site.rglob("*.zip.*")), dest)  # it finished while this one extracted
+    assert (dest / "config.json").read_text() == "theirs"
+    assert [p.name for p in dest.parent.iterdir()] == ["all-mpnet-base-v2"]  # no temporary left

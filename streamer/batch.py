@@ -92,6 +92,8 @@ class BatchOutputs:
     out_dir: Path
     export_format: str | None = None
     overwrite: bool = False
+    #: ``--second-pass``: the report and export get speakers re-clustered over each recording.
+    second_pass: bool = False
 
     def __post_init__(self) -> None:
         if self.out_dir.exists() and not self.out_dir.is_dir():
@@ -162,7 +164,13 @@ def process_file(
             writer.close()
     if result.events or result.error is None:  # what was analysed is kept in every form asked for
         try:
-            write_report(result.events, report, path.stem, tracker.labels, tracker.description)
+            description = tracker.description
+            if outputs.second_pass:
+                from streamer.recluster import second_pass
+
+                result.events, note = second_pass(result.events, tracker.speakers)
+                description = {**description, "speakers": note} if note else description
+            write_report(result.events, report, path.stem, tracker.labels, description)
             if exported:
                 export(result.events, exported[0], outputs.export_format)
         except Exception as exc:  # noqa: BLE001 - the JSONL is written; the next file goes on

@@ -67,6 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--split-channels", action="store_true", help="each stereo channel is one speaker")
     src.add_argument("--speakers", type=int, default=None, metavar="N", help="people in a mono input, when known")
     src.add_argument("--max-speakers", type=int, default=None, metavar="N", help="at most N speakers (default 8)")
+    src.add_argument(
+        "--second-pass",
+        action="store_true",
+        help="after a --replay, re-cluster the speakers over the whole recording and use them in --export, "
+        "--report, --plot and the summary (the --jsonl log keeps the live labels)",
+    )
     src.add_argument("--device", default=None, help="microphone by index or name (see --list-devices)")
     src.add_argument("--list-devices", action="store_true", help="list audio input devices and exit")
     src.add_argument("--block-ms", type=int, default=100, help="audio block length in milliseconds")
@@ -171,6 +177,11 @@ def check_options(args) -> None:
             raise ValueError(f"no such recording: {args.replay}; check the path given to --replay")
     check_cli_model_options(args)
     speaker_config(args)
+    if getattr(args, "second_pass", False):
+        if args.replay is None:
+            raise ValueError("--second-pass re-clusters a finished --replay; a live session keeps its live labels")
+        if args.split_channels:
+            raise ValueError("--second-pass is for mono audio; with --split-channels each channel is one speaker")
 
 
 def _tracker(args, segmenter):
@@ -245,6 +256,20 @@ def export_timeline(events: list, args) -> Path:
     from streamer.export import export
 
     return export(events, export_path(args), args.export)
+
+
+def second_pass(events: list, args, description: dict[str, str] | None = None) -> list:
+    """The events with ``--second-pass``'s re-clustered speakers (said on stderr and in the report)."""
+    if not getattr(args, "second_pass", False):
+        return events
+    from streamer.recluster import second_pass as recluster_events
+
+    events, note = recluster_events(events, speaker_config(args))
+    if note:
+        _say(f"# {note}", sys.stderr)
+        if description is not None:
+            description["speakers"] = note
+    return events
 
 
 def _write_export(events: list, args, prefix: str = "", description: dict[str, str] | None = None) -> bool:
@@ -336,7 +361,9 @@ def run_headless(pipeline, args) -> int:
             with contextlib.suppress(OSError):
                 writer.close()
         describe = getattr(pipeline, "describe", None)  # any Pipeline; describe() is optional for the report
-        if not _write_export(events, args, "# ", describe() if describe is not None else None):
+        description = describe() if describe is not None else None
+        events = second_pass(events, args, description)
+        if not _write_export(events, args, "# ", description):
             status["error"] = True
         counts = SpeakerCounts()
         for e in events:
@@ -397,7 +424,8 @@ def main(argv: list[str] | None = None) -> int:
             interim_jsonl=args.interim,
         )
         app.run()
-        if not _write_export(tee.events, args, description=pipeline.describe()):
+        description = pipeline.describe()
+        if not _write_export(second_pass(tee.events, args, description), args, description=description):
             return 1
         return 128 + app.received_signal if app.received_signal else 0
     except (ValueError, OSError) as exc:  # AudioError, CheckpointError, FeatureError are ValueErrors

@@ -40,6 +40,8 @@ def check_batch_options(args) -> None:
         raise ValueError(f"--block-ms must be a positive number of milliseconds, got {args.block_ms}")
     check_cli_model_options(args)
     speaker_config(args)
+    if getattr(args, "second_pass", False) and args.split_channels:
+        raise ValueError("--second-pass is for mono audio; with --split-channels each channel is one speaker")
 
 
 def run_many(args, make_tracker: Callable) -> int:
@@ -50,7 +52,7 @@ def run_many(args, make_tracker: Callable) -> int:
     check_batch_options(args)
     segmenter = _segmenter_config(args)
     inputs = collect_inputs(args.replays)
-    outputs = BatchOutputs(args.out_dir, args.export, args.overwrite)
+    outputs = BatchOutputs(args.out_dir, args.export, args.overwrite, getattr(args, "second_pass", False))
     outputs.check(output_names(inputs))
     _say(f"# {len(inputs)} recordings -> {args.out_dir}; loading the models", sys.stderr)
     tracker = make_tracker(args, segmenter)

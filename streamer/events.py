@@ -6,9 +6,10 @@ UI thread, and trivially serialisable.
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Protocol
 
 
@@ -34,9 +35,19 @@ class UtteranceEvent:
     channels: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: Tracked speakers heard at once in this utterance (``speaker`` is then None: not a guess).
     overlap: tuple[str, ...] = ()
+    #: Set only by a replay's second pass over speakers (``--second-pass``): the label the
+    #: live tracker gave, ``speaker`` being the re-clustered one (:mod:`streamer.recluster`).
+    speaker_live: str | None = None
+    #: The utterance's voice vector (mono speaker tracking), kept for a second pass; never serialised.
+    voice: Any = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Every field but the voice vector; ``speaker_live`` only where a second pass set it, so
+        the live JSONL keeps the fields it always had."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("voice", "speaker_live")}
+        if self.speaker_live is not None:
+            out["speaker_live"] = self.speaker_live
+        return copy.deepcopy(out)  # as asdict: the caller's dict shares nothing with the event
 
 
 @dataclass(frozen=True)

@@ -202,9 +202,10 @@ class UtteranceProcessor:
             except Exception as exc:  # the dialogue state is left as it was
                 error = str(exc) or type(exc).__name__
         latency["total"] = (time.perf_counter() - t0) * 1000
+        voice = prepared.voice.embedding if prepared.voice is not None else None  # for a replay's second pass
         if error is not None:
             log.warning("utterance %d failed: %s", index, error)
-            return UtteranceEvent(*args, None, 0.0, {}, latency, error, overlap=overlap)
+            return UtteranceEvent(*args, None, 0.0, {}, latency, error, overlap=overlap, voice=voice)
         best = int(probs.argmax())
         probs_by_label = {label: round(float(p), 4) for label, p in zip(self.labels, probs)}
         channels = {
@@ -212,7 +213,14 @@ class UtteranceProcessor:
             for name, p in self.classifier.last_channels.items()
         }
         return UtteranceEvent(
-            *args, self.labels[best], float(probs[best]), probs_by_label, latency, channels=channels, overlap=overlap
+            *args,
+            self.labels[best],
+            float(probs[best]),
+            probs_by_label,
+            latency,
+            channels=channels,
+            overlap=overlap,
+            voice=voice,
         )
 
 

@@ -62,3 +62,20 @@ def test_mixed_voice_only_part_has_neutral_meld_words_not_ravdess_sentences(tmp_
     assert utts and all(u.audio_path is not None for u in utts)
     assert not {u.text for u in utts} & set(RAVDESS_SENTENCES.values())
     assert len({u.label for u in utts}) > 1  # the voice's label, whatever the words
+
+
+def test_words_only_text_can_be_what_whisper_hears(tmp_path):
+    """``text=asr``: same renderings and labels, no script text (extraction transcribes the audio, as live)."""
+    script = load_dataset("tts-words", "test", SHARED, max_dialogues=1, engines="espeak-ng", cache_dir=tmp_path)
+    asr = load_dataset(
+        "tts-words", "test", SHARED, max_dialogues=1, engines="espeak-ng", cache_dir=tmp_path, text="asr"
+    )
+    a, b = list(script.utterances()), list(asr.utterances())
+    assert [u.audio_path for u in a] == [u.audio_path for u in b] and [u.label for u in a] == [u.label for u in b]
+    assert all(u.text for u in a) and all(u.text is None for u in b)
+    mixed = load_dataset(
+        "mixed", "test", SHARED, paired_dialogues=0, words_dialogues=1, voice_dialogues=0, words_text="asr"
+    )
+    assert all(u.text is None for u in mixed.utterances())
+    with pytest.raises(ValueError, match="words_text must be one of script, asr"):
+        load_dataset("mixed", "test", SHARED, words_text="whisper")

@@ -140,7 +140,8 @@ def file_digest(path: Path) -> str:
 
 
 def audio_key(u: Utterance) -> str:
-    return f"{file_digest(u.audio_path)}:{u.start_s}:{u.end_s}"
+    key = f"{file_digest(u.audio_path)}:{u.start_s}:{u.end_s}"
+    return f"{key}:{u.augment}" if u.augment else key
 
 
 def text_key(text: str) -> str:
@@ -152,22 +153,31 @@ def _setting_id(**settings) -> str:
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
 
-def load_utterance_audio(path, start_s: float | None, end_s: float | None, live_cut: bool) -> np.ndarray:
-    """A training utterance's audio as the live tracker would analyse it (see ExtractConfig.live_cut)."""
+def load_utterance_audio(
+    path, start_s: float | None, end_s: float | None, live_cut: bool, augment: str | None = None
+) -> np.ndarray:
+    """A training utterance's audio as the live tracker would analyse it (see ExtractConfig.live_cut);
+    an augmented copy is made a new voice in a new room first, so the segmenter cuts what a room gives."""
     from streamer.audio import load_audio
     from streamer.live_cut import live_cut as cut
 
     audio = load_audio(path, start_s=start_s, end_s=end_s)
+    if augment:
+        from training.augment import parse
+
+        audio = parse(augment)(audio)
     return cut(audio) if live_cut else audio
 
 
-def _opensmile_job(args: tuple[str, float | None, float | None, str, bool]) -> tuple[np.ndarray | None, str]:
+def _opensmile_job(
+    args: tuple[str, float | None, float | None, str, bool, str | None],
+) -> tuple[np.ndarray | None, str]:
     """Worker: decode one segment and compute its functionals (module-level so it pickles)."""
     from streamer.features import OpenSmileExtractor
 
-    path, start, end, feature_set, cut = args
+    path, start, end, feature_set, cut, augment = args
     try:
-        audio = load_utterance_audio(path, start, end, cut)
+        audio = load_utterance_audio(path, start, end, cut, augment)
         if feature_set not in _EXTRACTORS:  # one extractor per worker process
             _EXTRACTORS[feature_set] = OpenSmileExtractor(feature_set)
         return _EXTRACTORS[feature_set](audio), ""
@@ -205,7 +215,8 @@ def extract_split(split: DatasetSplit, cfg: ExtractConfig) -> SplitFeatures:
             first.setdefault(keys[i], i)
         unique = list(first.values())
         jobs = [
-            (str(utts[i].audio_path), utts[i].start_s, utts[i].end_s, cfg.feature_set, cfg.live_cut) for i in unique
+            (str(utts[i].audio_path), utts[i].start_s, utts[i].end_s, cfg.feature_set, cfg.live_cut, utts[i].augment)
+            for i in unique
         ]
         bad: dict[str, str] = {}
         for i, (vec, err) in zip(unique, _run_jobs(jobs, cfg, f"openSMILE {name}", store)):
@@ -310,7 +321,7 @@ def _whisper(utts, ok, cfg: ExtractConfig, root: Path, name: str, split, failure
     for n, k in enumerate(tqdm(todo, desc=f"whisper {name}", disable=not cfg.progress or not todo), 1):
         u = utts[first[k]]
         try:
-            audio = load_utterance_audio(u.audio_path, u.start_s, u.end_s, cfg.live_cut)
+            audio = load_utterance_audio(u.audio_path, u.start_s, u.end_s, cfg.live_cut, u.augment)
             store.put(k, model.encode(audio).pooled())
         except Exception as exc:  # one bad file must not stop the run; it is reported
             err = " ".join(str(exc).split())[:200]
@@ -354,7 +365,6 @@ def _run_jobs(jobs: list, cfg: ExtractConfig, desc: str, store: FeatureStore, sa
 
 
 def _frames(utts: list[Utterance], ok: np.ndarray, path: Path) -> list[np.ndarray]:
-    from streamer.audio import load_audio
     from streamer.frames import LogMelExtractor
 
     ext = LogMelExtractor()
@@ -366,7 +376,7 @@ def _frames(utts: list[Utterance], ok: np.ndarray, path: Path) -> list[np.ndarra
             continue
         k = audio_key(u)
         if k not in store:
-            store.put(k, ext(load_audio(u.audio_path, start_s=u.start_s, end_s=u.end_s)))
+            store.put(k, ext(load_utterance_audio(u.audio_path, u.start_s, u.end_s, False, u.augment)))
         out.append(store[k])
     store.save(ragged=True)
     return out
@@ -387,7 +397,8 @@ def _transcripts(utts: list[Utterance], cfg: ExtractConfig, path: Path) -> list[
         if k not in cache:
             policy = _policy(cfg)
             transcriber = transcriber or whisper_model(cfg.asr_model or "tiny.en", policy.min_window_s, policy.pad_s)
-            cache[k] = transcriber.transcribe(load_utterance_audio(u.audio_path, u.start_s, u.end_s, cfg.live_cut))
+            audio = load_utterance_audio(u.audio_path, u.start_s, u.end_s, cfg.live_cut, u.augment)
+            cache[k] = transcriber.transcribe(audio)
         texts[i] = cache[k]
     store_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = store_path.with_name(f"{store_path.name}.{os.getpid()}.tmp")

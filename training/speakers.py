@@ -177,7 +177,13 @@ def center(prepared: dict[str, list[Conversation]]) -> None:
             c.embeddings = [(e - mean, p) for e, p in c.embeddings]
 
 
-def assign(conv: Conversation, config: SpeakerConfig) -> list[str | None]:
+def assign(conv: Conversation, config: SpeakerConfig, second_pass: float | None = None) -> list[str | None]:
+    """Online labels (the live tracker), or with ``second_pass`` the replay's re-clustering of the
+    whole conversation at that merge threshold (:mod:`streamer.recluster`)."""
+    if second_pass is not None:
+        from streamer.recluster import recluster
+
+        return recluster([e for e, _ in conv.embeddings], config, merge_above=second_pass)
     tracker = SpeakerTracker(config)
     return [tracker.push(e, p).speaker for e, p in conv.embeddings]
 
@@ -230,11 +236,13 @@ def score(conv: Conversation, labels: list[str | None]) -> dict[str, float]:
     }
 
 
-def evaluate(prepared: dict[str, list[Conversation]], config: SpeakerConfig) -> dict[str, dict]:
+def evaluate(
+    prepared: dict[str, list[Conversation]], config: SpeakerConfig, second_pass: float | None = None
+) -> dict[str, dict]:
     """Per set: attribution, DER, confusion, abstentions, mean speakers found vs true."""
     results = {}
     for name, convs in prepared.items():
-        rows = [score(c, assign(c, config)) for c in convs]
+        rows = [score(c, assign(c, config, second_pass)) for c in convs]
         tot = {k: sum(r[k] for r in rows) for k in rows[0]}
         results[name] = {
             "conversations": len(rows),
@@ -302,16 +310,26 @@ def run(args) -> str:
     if args.embedder == "whisper":
         center(prepared)
     out, text = {}, []
-    for th in args.sweep or [base.new_below]:
-        if args.speakers:
-            results = {
-                n: evaluate({n: convs}, replace(base, new_below=th, speakers=SETS[n].voices))[n]
-                for n, convs in prepared.items()
-            }
-        else:
-            results = evaluate(prepared, replace(base, new_below=th))
-        out[th] = results
-        text.append(f"new speaker below similarity {th} ({args.embedder}, {args.split}):\n{table(results)}")
+    passes = [None]
+    if args.second_pass:
+        from streamer.recluster import MERGE_ABOVE
+
+        passes = [None, *(args.second_pass_sweep or [MERGE_ABOVE])]  # live labels first, on the same cuts
+    for merge in passes:
+        for th in args.sweep or [base.new_below]:
+            second = None if merge is None else merge
+            if args.speakers:
+                results = {
+                    n: evaluate({n: convs}, replace(base, new_below=th, speakers=SETS[n].voices), second)[n]
+                    for n, convs in prepared.items()
+                }
+            else:
+                results = evaluate(prepared, replace(base, new_below=th), second)
+            what = f"new speaker below similarity {th}" if merge is None else f"second pass, merge above {merge}"
+            out[th if merge is None else f"second-pass {merge}"] = results
+            text.append(f"{what} ({args.embedder}, {args.split}):\n{table(results)}")
+            if merge is not None:
+                break  # the live threshold plays no part in the second pass
     text.append(f"embedding ms per cut: median {np.median(timed):.1f} (no quiet machine: see bench/ for timings)")
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -331,6 +349,8 @@ def add_parser(sub) -> None:
     sp.add_argument("--speakers", action="store_true", help="tell the tracker each conversation's number of voices")
     sp.add_argument("--sweep", nargs="+", type=float, default=None, metavar="SIM", help="new-speaker thresholds")
     sp.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    sp.add_argument("--second-pass", action="store_true", help="also score the replay's re-clustering (same cuts)")
+    sp.add_argument("--second-pass-sweep", nargs="+", type=float, default=None, metavar="SIM", help="merge thresholds")
     sp.add_argument("--data-root", default="../shared/data")
     sp.add_argument("--projection", default=None, metavar="NPZ|none", help="speaker back end (default: shipped)")
     sp.add_argument("--center-strength", type=float, default=None, help="share of the session mean removed")

@@ -24,6 +24,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from training.augment import draw
 from training.data.records import MELD_LABELS, DatasetSplit, Dialogue, as_names, require_split
 from training.data.report import LoadReport
 from training.data.shared import (
@@ -39,19 +40,28 @@ from training.data.tts import DEFAULT_TTS_CACHE, ENGINES, VOICE_SPLITS, engine_a
 
 log = logging.getLogger(__name__)
 
+#: Where the words-only dialogues' text comes from: the script read aloud, or Whisper's transcript of it.
+WORDS_TEXT = ("script", "asr")
+
 
 @dataclass(frozen=True)
 class TtsWordsOptions:
     """``engines``: which engines' voices of the split read the lines; ``max_dialogues``: the
-    first N dialogues of the split (rendering and encoding cost time)."""
+    first N dialogues of the split (rendering and encoding cost time). ``text``: what the
+    text features read, ``script`` (MELD's line) or ``asr`` (what Whisper hears in the
+    rendering, as the live tracker would: train as you serve; the script stays the label's
+    source only)."""
 
     seed: int = 0
     max_dialogues: int | None = None
     validation_fraction: float = 0.1
     engines: tuple[str, ...] = ENGINES
     cache_dir: Path = DEFAULT_TTS_CACHE
+    text: str = "script"
 
     def __post_init__(self) -> None:
+        if self.text not in WORDS_TEXT:
+            raise ValueError(f"text must be one of {', '.join(WORDS_TEXT)}, got {self.text!r}")
         object.__setattr__(self, "engines", as_names(self.engines))
         object.__setattr__(self, "cache_dir", Path(self.cache_dir))
         unknown = sorted(set(self.engines) - set(ENGINES))
@@ -87,7 +97,8 @@ def load_tts_words(split: str, root: Path | str = DEFAULT_ROOT, options: TtsWord
                 continue
             v = voice_of[u.speaker]
             path = rendered(v, u.text, options.cache_dir)
-            utts.append(dataclasses.replace(u, audio_path=path, start_s=None, end_s=None, voice=v.id))
+            text = u.text if options.text == "script" else None  # None: extraction transcribes the audio
+            utts.append(dataclasses.replace(u, audio_path=path, start_s=None, end_s=None, voice=v.id, text=text))
         if utts:
             out.append(Dialogue(d.id, tuple(utts)))
     result = DatasetSplit("tts-words", split, tuple(out), MELD_LABELS, report)
@@ -109,11 +120,20 @@ class MixedOptions:
     #: Engines of the words-only part. espeak-ng alone by default: its held-out variants make
     #: the test split, and flite/festival stay unheard until the leave-voices-out evaluation.
     words_engines: tuple[str, ...] = ("espeak-ng",)
+    #: The words-only part's text: ``script`` or ``asr`` (see :class:`TtsWordsOptions`).
+    words_text: str = "script"
+    #: Training split only: this many extra copies of the acted (paired and voice-only) dialogues,
+    #: each voice made a new voice in a new room (:mod:`training.augment`).
+    augment_copies: int = 0
     check_audio: bool = False
 
     def __post_init__(self) -> None:
+        if self.words_text not in WORDS_TEXT:
+            raise ValueError(f"words_text must be one of {', '.join(WORDS_TEXT)}, got {self.words_text!r}")
         object.__setattr__(self, "corpora", as_names(self.corpora))
         object.__setattr__(self, "words_engines", as_names(self.words_engines))
+        if self.augment_copies < 0:
+            raise ValueError(f"augment_copies must be >= 0, got {self.augment_copies}")
         for name in ("paired_dialogues", "words_dialogues", "voice_dialogues"):
             value = getattr(self, name)
             if value is not None and value < 0:
@@ -142,6 +162,23 @@ def voice_only(split: str, root: Path, options: MixedOptions) -> list[Dialogue]:
     return out
 
 
+def augmented_copies(dialogues: list[Dialogue], copies: int, seed: int = 0) -> list[Dialogue]:
+    """``copies`` copies of each dialogue whose voices are new voices in new rooms: copy k of a
+    voice is the same person and room throughout (per-speaker normalisation sees one voice)."""
+    out = []
+    for k in range(1, copies + 1):
+        for d in dialogues:
+            utts = tuple(
+                dataclasses.replace(
+                    u,
+                    augment=draw(u.voice or u.speaker, k, f"{u.audio_path}:{u.start_s}:{u.end_s}", seed).key(),
+                )
+                for u in d.utterances
+            )
+            out.append(Dialogue(f"aug{k}-{d.id}", utts))
+    return out
+
+
 def load_mixed(split: str, root: Path | str = DEFAULT_ROOT, options: MixedOptions | None = None) -> DatasetSplit:
     """``paired`` + words-only (``tts-words``) + voice-only dialogues of one split."""
     options = options or MixedOptions()
@@ -166,12 +203,21 @@ def load_mixed(split: str, root: Path | str = DEFAULT_ROOT, options: MixedOption
         words = load_tts_words(
             split,
             root,
-            TtsWordsOptions(seed=options.seed, max_dialogues=options.words_dialogues, engines=options.words_engines),
+            TtsWordsOptions(
+                seed=options.seed,
+                max_dialogues=options.words_dialogues,
+                engines=options.words_engines,
+                text=options.words_text,
+            ),
         )
         parts += [Dialogue(f"words-{d.id}", d.utterances) for d in words.dialogues]
         report.problems.extend(words.report.problems)
     voice = voice_only(split, root, options)
     parts += voice
+    if split == "train" and options.augment_copies:
+        acted = [d for d in parts if not d.id.startswith("words-")]
+        parts += augmented_copies(acted, options.augment_copies, options.seed)
+        report.note(f"{options.augment_copies} augmented copies of {len(acted)} acted dialogues (new voices and rooms)")
     report.rows = sum(len(d) for d in parts)
     report.note(f"{len(parts)} dialogues: paired, words-only (synthetic voices) and voice-only (neutral words)")
     result = DatasetSplit("mixed", split, tuple(parts), MELD_LABELS, report)

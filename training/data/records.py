@@ -37,7 +37,8 @@ class Utterance:
     ``text`` ``None`` means "no transcript: let Whisper fill it"; ``label`` ``None`` means
     unlabelled (it still gives context). ``voice`` is whose recording the audio is when
     that differs from the conversational ``speaker`` (paired data); ``source`` names the
-    origin (file, CSV row) for reports.
+    origin (file, CSV row) for reports; ``augment`` makes the audio a new voice in a new
+    room (:mod:`training.augment`, training copies only).
     """
 
     dialogue_id: str
@@ -50,6 +51,8 @@ class Utterance:
     label: str | None = None
     voice: str | None = None
     source: str = ""
+    #: A :mod:`training.augment` spec applied to the audio before any feature sees it (None: as recorded).
+    augment: str | None = None
 
     def __post_init__(self) -> None:
         if self.audio_path is None and self.text is None:

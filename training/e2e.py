@@ -175,7 +175,7 @@ def write_recordings(split, out_dir: Path, limit: int | None = None, gap_s: floa
     """
     import soundfile as sf
 
-    from streamer.audio import load_audio
+    from training.extract import load_utterance_audio
 
     rng = np.random.default_rng(seed)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -185,7 +185,7 @@ def write_recordings(split, out_dir: Path, limit: int | None = None, gap_s: floa
         for u in dialogue.utterances:
             if u.audio_path is None:
                 continue
-            audio = load_audio(u.audio_path, start_s=u.start_s, end_s=u.end_s)
+            audio = load_utterance_audio(u.audio_path, u.start_s, u.end_s, live_cut=False, augment=u.augment)
             rows.append(
                 {
                     "start_s": round(pos / 16000, 3),

@@ -71,7 +71,7 @@ def test_training_features_equal_live_features_and_the_encoder_runs_once(tmp_pat
     from training.extract import _opensmile_job, load_utterance_audio, whisper_model
 
     # training side: the clip as the extraction computes it
-    raw_train, err = _opensmile_job((str(CLIP), None, None, "ComParE_2016", True))
+    raw_train, err = _opensmile_job((str(CLIP), None, None, "ComParE_2016", True, None))
     assert err == ""
     policy = EncodePolicy()
     whisper_train = (

@@ -177,11 +177,8 @@ def check_options(args) -> None:
             raise ValueError(f"no such recording: {args.replay}; check the path given to --replay")
     check_cli_model_options(args)
     speaker_config(args)
-    if getattr(args, "second_pass", False):
-        if args.replay is None:
-            raise ValueError("--second-pass re-clusters a finished --replay; a live session keeps its live labels")
-        if args.split_channels:
-            raise ValueError("--second-pass is for mono audio; with --split-channels each channel is one speaker")
+    if getattr(args, "second_pass", False) and args.replay is None:
+        raise ValueError("--second-pass re-clusters a finished --replay; a live session keeps its live labels")
 
 
 def _tracker(args, segmenter):

@@ -40,8 +40,6 @@ def check_batch_options(args) -> None:
         raise ValueError(f"--block-ms must be a positive number of milliseconds, got {args.block_ms}")
     check_cli_model_options(args)
     speaker_config(args)
-    if getattr(args, "second_pass", False) and args.split_channels:
-        raise ValueError("--second-pass is for mono audio; with --split-channels each channel is one speaker")
 
 
 def run_many(args, make_tracker: Callable) -> int:

@@ -384,7 +384,10 @@ def load_embedder(explicit: bool) -> VoiceEmbedder | None:
 def speaker_config(args) -> SpeakerConfig | None:
     """``--speakers`` / ``--max-speakers`` of a ``ser-live`` command line as a config (None: neither given).
 
-    Each mistake is one sentence naming the flag as typed."""
+    Each mistake is one sentence naming the flag as typed (``--second-pass`` included: it
+    re-clusters these speakers)."""
+    if getattr(args, "second_pass", False) and getattr(args, "split_channels", False):
+        raise ValueError("--second-pass is for mono audio; with --split-channels each channel is one speaker")
     n, bound = getattr(args, "speakers", None), getattr(args, "max_speakers", None)
     if n is None and bound is None:
         return None

@@ -147,3 +147,10 @@ def test_second_pass_flag_mistakes_are_one_sentence(flags, says, capsys):
     assert main(["--no-ui", *flags]) == 2
     line = err_line(capsys)
     assert says in line and "Traceback" not in line
+
+
+def test_second_pass_with_split_channels_is_refused_for_batches_too(tmp_path, capsys):
+    args = ["--replay", str(RECORDINGS / "demo-kitchen.flac"), "--out-dir", str(tmp_path), "--second-pass"]
+    assert main([*args, "--split-channels"]) == 2
+    line = err_line(capsys)
+    assert "--second-pass is for mono audio" in line and "Traceback" not in line

@@ -310,26 +310,23 @@ def run(args) -> str:
     if args.embedder == "whisper":
         center(prepared)
     out, text = {}, []
-    passes = [None]
+    # (title, results key, live threshold, second-pass merge threshold): live labels first, on the same cuts
+    runs = [(f"new speaker below similarity {th}", th, th, None) for th in args.sweep or [base.new_below]]
     if args.second_pass:
         from streamer.recluster import MERGE_ABOVE
 
-        passes = [None, *(args.second_pass_sweep or [MERGE_ABOVE])]  # live labels first, on the same cuts
-    for merge in passes:
-        for th in args.sweep or [base.new_below]:
-            second = None if merge is None else merge
-            if args.speakers:
-                results = {
-                    n: evaluate({n: convs}, replace(base, new_below=th, speakers=SETS[n].voices), second)[n]
-                    for n, convs in prepared.items()
-                }
-            else:
-                results = evaluate(prepared, replace(base, new_below=th), second)
-            what = f"new speaker below similarity {th}" if merge is None else f"second pass, merge above {merge}"
-            out[th if merge is None else f"second-pass {merge}"] = results
-            text.append(f"{what} ({args.embedder}, {args.split}):\n{table(results)}")
-            if merge is not None:
-                break  # the live threshold plays no part in the second pass
+        merges = args.second_pass_sweep or [MERGE_ABOVE]
+        runs += [(f"second pass, merge above {m}", f"second-pass {m}", base.new_below, m) for m in merges]
+    for what, key, th, merge in runs:
+        if args.speakers:
+            results = {
+                n: evaluate({n: convs}, replace(base, new_below=th, speakers=SETS[n].voices), merge)[n]
+                for n, convs in prepared.items()
+            }
+        else:
+            results = evaluate(prepared, replace(base, new_below=th), merge)
+        out[key] = results
+        text.append(f"{what} ({args.embedder}, {args.split}):\n{table(results)}")
     text.append(f"embedding ms per cut: median {np.median(timed):.1f} (no quiet machine: see bench/ for timings)")
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)

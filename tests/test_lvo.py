@@ -49,3 +49,28 @@ def test_scores_per_gender_of_the_true_speaker_where_known():
     g = by_gender(a["labels_true"], a["labels_pred"], a["speakers_true"])
     assert sorted(g) == ["F", "M"]  # the synthetic reader's line counts in neither
     assert (g["M"]["n"], g["M"]["accuracy"], g["F"]["n"], g["F"]["accuracy"]) == (1, 1.0, 1, 0.0)
+
+
+def test_each_channel_is_scored_alone_on_the_same_utterances(tmp_path, monkeypatch):
+    """The words alone beside the fusion: what each channel said, pooled over a set's recordings."""
+    truth = [Segment(0, 1, label="joy"), Segment(2, 3, label="anger")]
+    heard = [Segment(0, 1, label="anger", channels=(("audio", "anger"), ("text", "joy")))]
+    a = align(truth, heard)
+    assert a["labels_channels"] == {"audio": ["anger", MISSED], "text": ["joy", MISSED]}
+
+    import training.lvo as lvo
+
+    recordings = [tmp_path / "a.flac", tmp_path / "b.flac"]
+    monkeypatch.setattr(lvo, "render_set", lambda *a, **k: recordings)
+    results = {
+        # a model that names its channels only on the second recording: the first counts as missed there
+        "a": align(truth, [Segment(0, 1, label="joy"), Segment(2, 3, label="anger")]),
+        "b": align(truth, [Segment(0, 1, label="joy", channels=(("text", "joy"),)),
+                           Segment(2, 3, label="joy", channels=(("text", "anger"),))]),
+    }
+    monkeypatch.setattr(lvo, "evaluate_recording", lambda rec, *a, **k: {**results[rec.stem], "wer": 0.0})
+    scores = lvo.evaluate_sets(tmp_path, None, ["words-espeak"])["words-espeak"]
+    assert scores["accuracy"] == 0.75
+    text = scores["channels"]["text"]
+    assert (text["n"], text["accuracy"], text["missed"]) == (4, 0.5, 2)
+    assert "text 0.667" in lvo.table({"words-espeak": scores})  # recall 1/2, precision 1 per class

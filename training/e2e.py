@@ -31,6 +31,8 @@ class Segment:
     label: str | None = None
     speaker: str | None = None
     confidence: float = 1.0
+    #: What each channel said on its own (``{"audio": label, "text": label}``), where the model tells.
+    channels: tuple[tuple[str, str], ...] = ()
 
 
 def read_truth(path: Path) -> list[Segment]:
@@ -85,6 +87,7 @@ def align(truth: list[Segment], pred: list[Segment], min_overlap_s: float = 0.2)
             per_truth[i].append(j)
     merged = sum(1 for p in pred if sum(overlap(t, p) >= min_overlap_s for t in truth) > 1)
     labels_true, labels_pred, confidences, speakers, missed = [], [], [], [], 0
+    by_channel: dict[str, dict[int, str]] = {}
     for i, t in enumerate(truth):
         # its own predictions, else one that merged it with a neighbour (it was heard, and labelled)
         js = per_truth[i] or [j for j, p in enumerate(pred) if overlap(t, p) >= min_overlap_s]
@@ -94,6 +97,8 @@ def align(truth: list[Segment], pred: list[Segment], min_overlap_s: float = 0.2)
         speakers.append(t.speaker)
         labels_pred.append(pred[best].label if best is not None and pred[best].label else MISSED)
         confidences.append(pred[best].confidence if best is not None and pred[best].label else 0.0)
+        for name, label in pred[best].channels if best is not None else ():
+            by_channel.setdefault(name, {})[i] = label
     return {
         "truth": len(truth),
         "predicted": len(pred),
@@ -105,6 +110,8 @@ def align(truth: list[Segment], pred: list[Segment], min_overlap_s: float = 0.2)
         "labels_pred": labels_pred,
         "confidences": confidences,
         "speakers_true": speakers,
+        # each channel's own answer per truth, where the model gives one (missed otherwise)
+        "labels_channels": {c: [got.get(i, MISSED) for i in range(len(truth))] for c, got in by_channel.items()},
     }
 
 
@@ -158,7 +165,18 @@ def replay(recording: Path, checkpoint: Path | None, asr_model: str = "tiny.en",
 
 def evaluate_recording(recording: Path, truth_path: Path, checkpoint: Path | None = None, **kw) -> dict:
     events = replay(recording, checkpoint, **kw)
-    pred = [Segment(e.start_s, e.end_s, e.text, e.label, e.speaker, e.confidence) for e in events]
+    pred = [
+        Segment(
+            e.start_s,
+            e.end_s,
+            e.text,
+            e.label,
+            e.speaker,
+            e.confidence,
+            tuple((c, v["label"]) for c, v in sorted(e.channels.items()) if v.get("label")),
+        )
+        for e in events
+    ]
     result = score(read_truth(truth_path), pred)
     result["recording"] = str(recording)
     lat = [e.latency_ms.get("total", 0.0) for e in events]

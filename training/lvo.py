@@ -141,6 +141,7 @@ def evaluate_sets(
             raise ValueError(f"unknown leave-voices-out set {name!r}: choose from {', '.join(LVO_SETS)}")
         recordings = render_set(name, out / "recordings", dialogues, root)
         y_true, y_pred, conf, wers, speakers = [], [], [], [], []
+        y_channels: dict[str, list[str]] = {}
         for rec in recordings:
             r = evaluate_recording(rec, rec.with_suffix(".jsonl"), checkpoint, asr_model=asr_model)
             y_true += r["labels_true"]
@@ -148,7 +149,14 @@ def evaluate_sets(
             conf += r["confidences"]
             speakers += r["speakers_true"]
             wers.append(r["wer"])
+            for c, labels in r.get("labels_channels", {}).items():
+                # a channel the model named for some recordings only counts as missed elsewhere
+                y_channels.setdefault(c, [MISSED] * (len(y_true) - len(labels)))
+            for c in y_channels:
+                y_channels[c] += r.get("labels_channels", {}).get(c, [MISSED] * len(r["labels_true"]))
         scores = pooled_scores(y_true, y_pred)
+        # what each channel says alone on the same utterances: "at least what the words alone give"
+        scores["channels"] = {c: pooled_scores(y_true, labels) for c, labels in sorted(y_channels.items())}
         scores["coverage"] = coverage_curve(y_true, y_pred, conf)
         scores["by_gender"] = by_gender(y_true, y_pred, speakers)
         scores["wer"] = float(np.mean(wers)) if wers else None
@@ -160,14 +168,16 @@ def evaluate_sets(
 
 def table(results: dict[str, dict]) -> str:
     lines = [
-        "| set | utterances | weighted F1 | macro F1 | unweighted acc. | WER | wF1 by gender | most predicted |",
-        "|---|---:|---:|---:|---:|---:|---|---|",
+        "| set | utterances | weighted F1 | macro F1 | unweighted acc. | WER | wF1 by gender | wF1 per channel alone"
+        " | most predicted |",
+        "|---|---:|---:|---:|---:|---:|---|---|---|",
     ]
     for name, r in results.items():
         top = ", ".join(f"{k} {v}" for k, v in sorted(r["predicted"].items(), key=lambda kv: -kv[1])[:3])
         genders = ", ".join(f"{g} {v['weighted_f1']:.3f} ({v['n']})" for g, v in r.get("by_gender", {}).items())
+        alone = ", ".join(f"{c} {v['weighted_f1']:.3f}" for c, v in r.get("channels", {}).items())
         lines.append(
             f"| {name} | {r['n']} | {r['weighted_f1']:.3f} | {r['macro_f1']:.3f} | "
-            f"{r['unweighted_accuracy']:.3f} | {r['wer']:.3f} | {genders or '-'} | {top} |"
+            f"{r['unweighted_accuracy']:.3f} | {r['wer']:.3f} | {genders or '-'} | {alone or '-'} | {top} |"
         )
     return "\n".join(lines)

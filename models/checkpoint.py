@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from models.arbiter import ChannelArbiter
 from models.base import EmotionModel, resolve_device
 from models.blocks import config_from_dict
 from models.pipeline import FeaturePipeline
@@ -41,6 +42,12 @@ class Checkpoint:
     temperature: float = 1.0
     meta: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+
+    @property
+    def arbiter(self) -> ChannelArbiter | None:
+        """The channel arbiter fitted after training (``meta["arbiter"]``), if any."""
+        spec = self.meta.get("arbiter")
+        return ChannelArbiter.from_dict(spec) if spec else None
 
 
 def save(
@@ -124,7 +131,16 @@ def load(path: str | os.PathLike, device: str = "auto") -> Checkpoint:
             f"{path} has calibration temperature {temperature!r}, not a positive number; it is a damaged checkpoint"
         )
     model.to(resolve_device(device)).eval()
-    return Checkpoint(model, labels, pipeline, float(temperature), payload.get("meta", {}), path)
+    checkpoint = Checkpoint(model, labels, pipeline, float(temperature), payload.get("meta", {}), path)
+    try:
+        arbiter = checkpoint.arbiter
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path} has a damaged channel arbiter ({_short(exc)})") from exc
+    if arbiter is not None and arbiter.num_classes != model.num_classes:
+        raise CheckpointError(
+            f"{path} has a channel arbiter for {arbiter.num_classes} classes and a model with {model.num_classes}"
+        )
+    return checkpoint
 
 
 #: A label is shown in terminals and written into every output: a short printable name.

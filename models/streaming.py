@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from models.arbiter import ChannelArbiter
 from models.base import EmotionModel
 from models.batch import collate
 from models.normalize import SpeakerNormalizer
@@ -35,6 +36,7 @@ class StreamingClassifier:
         max_history: int = 512,
         speaker_norm: SpeakerNormPipeline | None = None,
         channel_temperatures: dict[str, float] | None = None,
+        arbiter: ChannelArbiter | None = None,
     ) -> None:
         if not temperature > 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
@@ -52,6 +54,10 @@ class StreamingClassifier:
         #: Temperature of each channel's own answer (fitted on validation with the other channel withheld).
         self.channel_temperatures = dict(channel_temperatures or {})
         self.last_channels: dict[str, Tensor] = {}
+        #: Gives the answer from the fused and each channel's own (None: the fused answer as it is).
+        self.arbiter = arbiter
+        if arbiter is not None and arbiter.num_classes != model.num_classes:
+            raise ValueError(f"the arbiter knows {arbiter.num_classes} classes, the model {model.num_classes}")
 
     @property
     def device(self) -> torch.device:
@@ -73,7 +79,9 @@ class StreamingClassifier:
         statistics of the utterance's ``norm_key`` (speaker) first; the statistics count it
         only once the model has run, so a failed utterance leaves no trace there either.
         With ``per_channel`` each channel's own answer for this utterance (the other one
-        withheld, the history as it is) is left in :attr:`last_channels`.
+        withheld, the history as it is) is left in :attr:`last_channels`. With an
+        :attr:`arbiter` the answer is its combination of the three (the fused one alone when a
+        channel is missing from this utterance).
         """
         key = utterance.get(NORM_KEY)
         utterance = {k: v for k, v in utterance.items() if k != NORM_KEY}
@@ -83,7 +91,11 @@ class StreamingClassifier:
             utterance["audio"] = torch.from_numpy(self.normalizer.peek(key, raw_audio))
         window = [*self._history, utterance][-self._history.maxlen :]
         probs = self._probs(window, self.temperature)
-        self.last_channels = self._channels(window) if per_channel else {}
+        channels = self._channels(window) if per_channel or self.arbiter is not None else {}
+        if self.arbiter is not None and {"audio", "text"} <= set(channels):
+            combined = self.arbiter.combine(probs.numpy(), channels["audio"].numpy(), channels["text"].numpy())
+            probs = torch.from_numpy(combined.astype(np.float32))
+        self.last_channels = channels if per_channel else {}
         self._history.append(utterance)  # only once it worked: a bad utterance leaves no trace
         if raw_audio is not None:
             self.normalizer.commit(key, raw_audio)

@@ -93,6 +93,7 @@ class UtteranceProcessor:
             checkpoint.temperature,
             speaker_norm=checkpoint.pipeline.speaker_norm,
             channel_temperatures=checkpoint.meta.get("channel_temperatures"),
+            arbiter=checkpoint.arbiter,
         )
         #: One Whisper encoder pass serves transcription and the audio features.
         self.shared_encoder = transcriber is not None and bool(getattr(features, "shares_encoder", False))

@@ -1,4 +1,4 @@
-"""``python -m training``: extract | train | evaluate | e2e | make-recordings | lvo | text-tune | compare.
+"""``python -m training``: extract | train | evaluate | arbiter | e2e | make-recordings | lvo | text-tune | compare.
 
 Examples::
 
@@ -213,6 +213,16 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--output", type=Path, default=None, help="write the metrics JSON here")
     ev.add_argument("--hide", choices=("audio", "text"), default=None, help="withhold one modality")
 
+    ar = sub.add_parser(
+        "arbiter", help="fit a bimodal checkpoint's channel arbiter on its validation split (scored on test)"
+    )
+    _common(ar)
+    ar.add_argument("checkpoint", type=Path)
+    ar.add_argument(
+        "--out", type=Path, default=None, help="write the checkpoint with its arbiter here (default: in place)"
+    )
+    ar.add_argument("--skip-test", action="store_true", help="fit and report validation only")
+
     e2 = sub.add_parser("e2e", help="replay recordings with ground truth through VAD + ASR + model and score them")
     e2.add_argument("recordings", nargs="+", type=Path, help="audio files, each with <name>.jsonl ground truth beside")
     e2.add_argument("--model", type=Path, default=None, help="checkpoint (default: the bundled model)")
@@ -366,6 +376,26 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_arbiter(args) -> int:
+    import models
+    from training.arbiter import run
+    from training.evaluate import checkpoint_dialogues
+    from training.experiment import SPLIT_ROLES
+
+    if not args.checkpoint.is_file():
+        raise ValueError(f"no checkpoint at {args.checkpoint}; check the CHECKPOINT path given to arbiter")
+    ck = models.load(args.checkpoint, device="cpu")
+    _, val_split, test_split = SPLIT_ROLES.get(args.dataset, ("train", "validation", "test"))
+
+    def load(split: str) -> list:
+        options, extract = _dataset_options(args), _extract_config(args)
+        return checkpoint_dialogues(ck, args.dataset, split, args.data_root, options, extract)
+
+    test = None if args.skip_test or test_split is None else load(test_split)
+    print(run(args.checkpoint, args.out, load(val_split), test))
+    return 0
+
+
 def cmd_e2e(args) -> int:
     from training.e2e import evaluate_recording, truth_path
 
@@ -433,6 +463,7 @@ COMMANDS = {
     "make-recordings": cmd_make_recordings,
     "compare": cmd_compare,
     "lvo": cmd_lvo,
+    "arbiter": cmd_arbiter,
     "text-tune": lambda args: __import__("training.text_cli", fromlist=["run"]).run(args),
     "asr-text": lambda args: __import__("training.text_cli", fromlist=["run_asr"]).run_asr(args),
 

@@ -23,17 +23,10 @@ def hide_modality(dialogues: list, modality: str) -> None:
                 u[f"{modality}_present"] = False
 
 
-def evaluate_checkpoint(
-    checkpoint: Path,
-    dataset: str,
-    split: str,
-    root: str | None,
-    options: dict[str, Any],
-    extract: ExtractConfig,
-    hide: str | None = None,
-) -> dict:
-    """Metrics of a checkpoint on a split, optionally with ``hide`` ("audio" or "text") withheld."""
-    ck = models.load(checkpoint)
+def checkpoint_dialogues(
+    ck: models.Checkpoint, dataset: str, split: str, root: str | None, options: dict[str, Any], extract: ExtractConfig
+) -> list:
+    """A split's dialogues as model inputs, through exactly the checkpoint's own feature pipeline."""
     p = ck.pipeline
     extract = dataclasses.replace(
         extract,
@@ -59,8 +52,32 @@ def evaluate_checkpoint(
     if unknown:
         raise ValueError(f"{dataset} has labels {sorted(unknown)} the checkpoint does not know ({ck.labels})")
     feats = extract_split(data, extract)
-    dialogues = to_dialogues(data, feats, p, ck.labels)
+    return to_dialogues(data, feats, p, ck.labels)
+
+
+def evaluate_checkpoint(
+    checkpoint: Path,
+    dataset: str,
+    split: str,
+    root: str | None,
+    options: dict[str, Any],
+    extract: ExtractConfig,
+    hide: str | None = None,
+) -> dict:
+    """Metrics of a checkpoint on a split, optionally with ``hide`` ("audio" or "text") withheld.
+
+    A checkpoint with a channel arbiter is scored as the live tracker answers (utterance by
+    utterance, the arbiter on the fused and each channel's answer); ``fused`` then holds the
+    fused answer alone.
+    """
+    ck = models.load(checkpoint)
+    dialogues = checkpoint_dialogues(ck, dataset, split, root, options, extract)
     if hide is not None:
         hide_modality(dialogues, hide)
+    elif ck.arbiter is not None:
+        from training.arbiter import scores
+
+        s = scores(ck.model, ck.temperature, ck.meta, dialogues, ck.labels)
+        return {**s["arbiter"], "fused": s["fused"]}
     logits, y = predict(ck.model, dialogues, 32, next(ck.model.parameters()).device)
     return classification_metrics(y, logits, ck.labels, ck.temperature)

@@ -163,3 +163,27 @@ def test_same_seed_same_model(run_dir, tmp_path):
     first = models.load(run_dir / "runs" / "tiny-s0" / "model.pt").model.state_dict()
     again = models.load(tmp_path / "again-s0" / "model.pt").model.state_dict()
     assert first.keys() == again.keys() and all(torch.equal(first[k], again[k]) for k in first)
+
+
+def test_arbiter_is_fitted_on_validation_and_evaluate_scores_through_it(run_dir, capsys):
+    """`python -m training arbiter` writes a checkpoint whose answers the arbiter gives, live and in evaluate."""
+    ck = run_dir / "runs" / "tiny-s0" / "model.pt"
+    out = run_dir / "arbiter.pt"
+    argv = ["arbiter", str(ck), "--dataset", "paired", "--data-root", str(SHARED), "--option", "max_dialogues=6",
+            "--cache-dir", str(run_dir / "cache"), "--quiet", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    report = capsys.readouterr().out
+    assert "validation: weighted F1 fused" in report and "test: weighted F1 fused" in report
+    judged = models.load(out)
+    assert judged.arbiter is not None and models.load(ck).arbiter is None  # the original is left as it was
+    assert set(judged.meta["arbiter_scores"]) == {"validation", "test"}
+    metrics = evaluate(run_dir, run_dir / "eval-arbiter.json")  # the original checkpoint: fused only
+    assert "fused" not in metrics
+    argv = ["evaluate", str(out), "--dataset", "paired", "--data-root", str(SHARED), "--option", "max_dialogues=6",
+            "--split", "test", "--cache-dir", str(run_dir / "cache"), "--quiet",
+            "--output", str(run_dir / "e.json")]  # fmt: skip
+    assert main(argv) == 0
+    judged_metrics = json.loads((run_dir / "e.json").read_text())
+    assert judged_metrics["n"] == metrics["n"]
+    assert judged_metrics["weighted_f1"] == pytest.approx(judged.meta["arbiter_scores"]["test"]["arbiter"], abs=1e-4)
+    assert judged_metrics["fused"]["weighted_f1"] == pytest.approx(metrics["weighted_f1"], abs=1e-4)

@@ -6,8 +6,8 @@
 The three answers (fused, voice alone, words alone) are taken exactly as the live tracker
 takes them: the dialogue is pushed utterance by utterance through
 :class:`~models.streaming.StreamingClassifier`, each channel withheld from the newest
-utterance only, with the checkpoint's temperatures. Training fits the arbiter the same way
-after every bimodal run (:func:`training.experiment.run_experiment`).
+utterance only, with the checkpoint's temperatures. The bundled model's recipe
+(``experiments/bundle.sh``) runs this after training.
 """
 
 from __future__ import annotations

@@ -119,25 +119,35 @@ class UtteranceProcessor:
 
         With ``audio_pool`` (one thread) the audio-only features run there while Whisper
         transcribes here; each extractor is still used by one thread at a time. ``stale``
-        (a speculative guess's flag): once set, the guess is abandoned after the ASR pass,
-        the one stage that cannot be interrupted, so the text encoder and the speaker
-        embedding are not spent on audio that speech has already outgrown.
+        (a speculative guess's flag): once set, the guess is abandoned after the stage it is
+        in (the shared encoder pass, the decode: neither can be interrupted), so the decoder,
+        the text encoder and the speaker embedding are not spent on audio that speech has
+        already outgrown, and the worker is free sooner for the utterance that will end.
         """
         latency: dict[str, float] = {}
         text = ""
         ahead = audio_pool.submit(self.features.audio_part, utt.audio) if audio_pool is not None else None
+
+        def outgrown() -> bool:
+            if stale is None or not stale.is_set():
+                return False
+            latency["asr"] = (time.perf_counter() - t) * 1000
+            if ahead is not None:
+                ahead.cancel()
+            return True
+
         try:
             t = time.perf_counter()
             encoded = None
             if self.shared_encoder:
                 encoded = self.transcriber.encode(utt.audio)  # the audio features' pass, whatever the cuts
+                if outgrown():  # a long turn's decode is the larger half of its ASR
+                    return Prepared(text, None, latency, STALE)
                 text = self.pieces.text(utt, encoded)
             else:
                 text = self.pieces.text(utt) if self.pieces is not None else ""
             latency["asr"] = (time.perf_counter() - t) * 1000
-            if stale is not None and stale.is_set():
-                if ahead is not None:
-                    ahead.cancel()
+            if outgrown():
                 return Prepared(text, None, latency, STALE)
             speaker = utt.speaker
             speaker_id = SPEAKER_NAMES.index(speaker) if speaker and speaker in SPEAKER_NAMES else 0

@@ -256,6 +256,33 @@ def test_a_stale_guess_stops_after_its_asr_pass():
     assert proc.prepare(_utt(0, 16000), None, threading.Event()).features is not None
 
 
+def test_a_stale_guess_with_the_shared_encoder_skips_its_decode():
+    """Speech goes on while the shared encoder pass runs: the decode (most of a long turn's
+    ASR) is not started, so the worker is free sooner for the utterance that will end."""
+    from streamer.work import STALE
+
+    stale = threading.Event()
+
+    class SharedEncoder(FakeTranscriber):
+        def encode(self, audio):
+            stale.set()
+            return "encoder states"
+
+        def transcribe(self, audio, encoded=None):
+            assert encoded == "encoder states"
+            return super().transcribe(audio)
+
+    class SharedFeatures(FakeFeatures):
+        shares_encoder = True
+
+    ck = processor().checkpoint
+    proc = UtteranceProcessor(ck, SharedFeatures(), SharedEncoder())
+    p = proc.prepare(_utt(0, 16000), None, stale)
+    assert p.error == STALE and p.features is None and proc.transcriber.calls == 0 and "asr" in p.latency
+    fresh = proc.prepare(_utt(0, 16000), None, threading.Event())
+    assert fresh.features is not None and fresh.text == "utterance of 1.00 seconds" and proc.transcriber.calls == 1
+
+
 @pytest.mark.parametrize("final_end", [24000, 16000])
 def test_speech_going_on_flags_the_guess_and_the_final_event_is_still_whole(final_end):
     """The guess (0-1 s) is in its ASR pass when speech goes on: it is flagged and dropped

@@ -90,8 +90,7 @@ class StreamingClassifier:
             raw_audio = np.asarray(utterance["audio"], np.float32)
             utterance["audio"] = torch.from_numpy(self.normalizer.peek(key, raw_audio))
         window = [*self._history, utterance][-self._history.maxlen :]
-        probs = self._probs(window, self.temperature)
-        channels = self._channels(window) if per_channel or self.arbiter is not None else {}
+        probs, channels = self._answers(window, per_channel or self.arbiter is not None)
         if self.arbiter is not None and {"audio", "text"} <= set(channels):
             combined = self.arbiter.combine(probs.numpy(), channels["audio"].numpy(), channels["text"].numpy())
             probs = torch.from_numpy(combined.astype(np.float32))
@@ -101,28 +100,29 @@ class StreamingClassifier:
             self.normalizer.commit(key, raw_audio)
         return probs
 
-    def _probs(self, window: list[dict[str, Any]], temperature: float) -> Tensor:
-        batch = collate([window]).to(self.device)
+    def _answers(self, window: list[dict[str, Any]], per_channel: bool) -> tuple[Tensor, dict[str, Tensor]]:
+        """The fused probabilities of the newest utterance and, with ``per_channel`` (bimodal models
+        only), each channel's own: the other channel withheld from the newest utterance, the
+        history as it is. All of them in one batched forward pass (one window each)."""
+        variants: list[tuple[str, list[dict[str, Any]], float]] = [("fused", window, self.temperature)]
+        last = window[-1]
+        if per_channel and all(name in last and name in self.model.inputs for name in ("audio", "text")):
+            flagged = [
+                {**u, "audio_present": u.get("audio_present", True), "text_present": u.get("text_present", True)}
+                for u in window
+            ]
+            variants = [("fused", flagged, self.temperature)]
+            for keep, hide in (("audio", "text"), ("text", "audio")):
+                if not flagged[-1][f"{keep}_present"]:
+                    continue
+                only = dict(flagged[-1])
+                only[hide] = torch.zeros_like(torch.as_tensor(only[hide]))
+                only[f"{hide}_present"] = False
+                variants.append((keep, [*flagged[:-1], only], self.channel_temperatures.get(keep, self.temperature)))
+        batch = collate([w for _, w, _ in variants]).to(self.device)
         self.model.check_inputs(batch)
         # The history already is the window: run the context forward on it directly.
-        logits = self.model.forward_context(batch.masked()).logits[0, -1]
-        return torch.softmax(logits.float() / temperature, dim=-1).cpu()
-
-    def _channels(self, window: list[dict[str, Any]]) -> dict[str, Tensor]:
-        """Probabilities from each channel of the newest utterance alone (bimodal models only)."""
-        last = window[-1]
-        if not all(name in last and name in self.model.inputs for name in ("audio", "text")):
-            return {}
-        flagged = [
-            {**u, "audio_present": u.get("audio_present", True), "text_present": u.get("text_present", True)}
-            for u in window
-        ]
-        out = {}
-        for keep, hide in (("audio", "text"), ("text", "audio")):
-            if not flagged[-1][f"{keep}_present"]:
-                continue
-            only = dict(flagged[-1])
-            only[hide] = torch.zeros_like(torch.as_tensor(only[hide]))
-            only[f"{hide}_present"] = False
-            out[keep] = self._probs([*flagged[:-1], only], self.channel_temperatures.get(keep, self.temperature))
-        return out
+        logits = self.model.forward_context(batch.masked()).logits[:, -1].float()
+        answers = {name: torch.softmax(z / t, dim=-1).cpu() for z, (name, _, t) in zip(logits, variants)}
+        fused = answers.pop("fused")
+        return fused, answers

@@ -182,3 +182,29 @@ def test_per_channel_answers_leave_the_stream_unchanged():
     text_only = StreamingClassifier(tiny("text"))
     text_only.push({"text": d[0]["text"]}, per_channel=True)
     assert text_only.last_channels == {}  # one channel: nothing to tell apart
+
+
+@pytest.mark.parametrize("name", ["hbaf", "bcaf"])
+def test_channel_answers_of_the_batched_pass_equal_each_window_run_alone(name):
+    """The fused answer and both channels' come from one forward pass over three windows: each
+    equals that window run on its own (nothing crosses between the windows of the batch)."""
+    from models.batch import collate
+
+    m = tiny(name, "online", window=3)
+    d = make_dialogues((4,), seed=7)[0]
+    stream = StreamingClassifier(m, 1.5, channel_temperatures={"audio": 2.0, "text": 0.7})
+    seen = []
+    for u in d:
+        fused = stream.push(u, per_channel=True)
+        seen.append(u)
+        window = [{**x, "audio_present": True, "text_present": True} for x in seen[-3:]]
+
+        def alone(w, t):
+            return torch.softmax(m.forward_context(collate([w]).masked()).logits[0, -1] / t, -1)
+
+        with torch.inference_mode():
+            torch.testing.assert_close(fused, alone(window, 1.5), atol=1e-5, rtol=1e-5)
+            for keep, hide, t in (("audio", "text", 2.0), ("text", "audio", 0.7)):
+                only = {**window[-1], hide: torch.zeros_like(window[-1][hide]), f"{hide}_present": False}
+                want = alone([*window[:-1], only], t)
+                torch.testing.assert_close(stream.last_channels[keep], want, atol=1e-5, rtol=1e-5)

@@ -127,13 +127,17 @@ class UtteranceProcessor:
         latency: dict[str, float] = {}
         text = ""
         ahead = audio_pool.submit(self.features.audio_part, utt.audio) if audio_pool is not None else None
+        # the voice vector needs only the audio: in the audio thread it runs while Whisper transcribes
+        track = self.speakers is not None and utt.speaker is None
+        voice_ahead = audio_pool.submit(self._voice, utt.audio) if track and audio_pool is not None else None
 
         def outgrown() -> bool:
             if stale is None or not stale.is_set():
                 return False
             latency["asr"] = (time.perf_counter() - t) * 1000
-            if ahead is not None:
-                ahead.cancel()
+            for job in (ahead, voice_ahead):
+                if job is not None:
+                    job.cancel()
             return True
 
         try:
@@ -162,18 +166,24 @@ class UtteranceProcessor:
                 if hasattr(value, "isfinite") and not bool(value.isfinite().all()):
                     raise ValueError(f"non-finite {name} features")
             voice = None
-            if self.speakers is not None and speaker is None:
-                t = time.perf_counter()
-                try:
-                    voice = self.speakers.embed(utt.audio)
-                except Exception as exc:  # no speaker for this one; its emotion is still worth having
-                    log.warning("no speaker embedding for this utterance: %s", exc)
-                latency["speaker_embed"] = (time.perf_counter() - t) * 1000
+            if track:
+                voice, latency["speaker_embed"] = voice_ahead.result() if voice_ahead else self._voice(utt.audio)
         except Exception as exc:  # one bad utterance must not end the session
-            if ahead is not None:
-                ahead.cancel()
+            for job in (ahead, voice_ahead):
+                if job is not None:
+                    job.cancel()
             return Prepared(text, None, latency, str(exc) or type(exc).__name__)
         return Prepared(text, feats, latency, text_context=context, voice=voice)
+
+    def _voice(self, audio: np.ndarray) -> tuple[Voice | None, float]:
+        """The utterance's voice vector (None if it cannot be had) and the milliseconds it took."""
+        t = time.perf_counter()
+        try:
+            voice = self.speakers.embed(audio)
+        except Exception as exc:  # no speaker for this one; its emotion is still worth having
+            log.warning("no speaker embedding for this utterance: %s", exc)
+            voice = None
+        return voice, (time.perf_counter() - t) * 1000
 
     def interim(self, utt: Utterance) -> InterimEvent:
         """Words so far of an utterance in progress (see :mod:`streamer.interim`); no dialogue state."""

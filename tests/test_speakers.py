@@ -292,3 +292,31 @@ def test_a_failed_embedding_costs_the_speaker_not_the_emotion():
     )
     events = [e for e in out if isinstance(e, UtteranceEvent)]
     assert events and all(e.speaker is None and e.label in LABELS and e.error is None for e in events)
+
+
+def test_the_voice_is_embedded_in_the_audio_thread_while_whisper_transcribes():
+    """With an audio pool (the default live pipeline) the speaker embedding runs there, beside the
+    ASR pass instead of after it; without one it runs inline. Same voice, same speakers either way."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    threads = []
+
+    class ThreadVoices(LengthVoices):
+        def embed(self, audio):
+            threads.append(threading.current_thread().name)
+            return super().embed(audio)
+
+    torch.manual_seed(0)
+    ck = models.Checkpoint(models.build("text", input_dim=4, hidden=8).eval(), LABELS, FeaturePipeline())
+    proc = UtteranceProcessor(ck, FakeFeatures(), FakeTranscriber(), SpeakerStage(ThreadVoices(), RAW))
+    audio = np.zeros(3 * 16000, np.float32)
+    audio[::50] = 0.1
+    from streamer.segmenter import Utterance
+
+    utt = Utterance(0, len(audio), audio, -1)
+    with ThreadPoolExecutor(1, thread_name_prefix="audio-side") as pool:
+        ahead = proc.prepare(utt, pool)
+    inline = proc.prepare(utt)
+    assert threads[0].startswith("audio-side") and threads[1] == threading.current_thread().name
+    np.testing.assert_array_equal(ahead.voice.embedding, inline.voice.embedding)
+    assert ahead.latency["speaker_embed"] >= 0 and inline.latency["speaker_embed"] >= 0

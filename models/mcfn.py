@@ -139,8 +139,11 @@ class MaskedBatchNorm1d(nn.BatchNorm1d):
         var = (((x - mean[None, :, None]) * m) ** 2).sum((0, 2)) / count
         with torch.no_grad():
             unbiased = var * count / (count - 1) if count > 1 else var
-            self.running_mean.lerp_(mean.detach(), self.momentum)
-            self.running_var.lerp_(unbiased.detach(), self.momentum)
+            # momentum None: the cumulative average over the batches seen (as nn.BatchNorm1d), what
+            # the trainer's BatchNorm recalibration uses
+            step = self.momentum if self.momentum is not None else 1.0 / (int(self.num_batches_tracked) + 1)
+            self.running_mean.lerp_(mean.detach(), step)
+            self.running_var.lerp_(unbiased.detach(), step)
             self.num_batches_tracked.add_(1)
         x = (x - mean[None, :, None]) / torch.sqrt(var[None, :, None] + self.eps)
         return x * self.weight[None, :, None] + self.bias[None, :, None]

@@ -261,3 +261,29 @@ def test_batch_norm_statistics_count_valid_frames_only():
     torch.testing.assert_close(ours.running_var, plain.running_var)
     ours.eval(), plain.eval()
     torch.testing.assert_close(ours(x, mask), plain(x))
+
+
+def test_batchnorm_recalibration_replaces_stale_running_statistics():
+    """After an epoch the running estimates are recomputed from the final weights: stale ones
+    (here: corrupted) are gone, the result does not depend on them, and models without
+    BatchNorm are left alone."""
+    from tests.conftest import make_dialogues, tiny
+    from training.trainer import FeatureDialogue, recalibrate_batchnorm
+
+    raw = make_dialogues((3, 4, 2, 5), sequences=True, seed=2)
+    data = [FeatureDialogue(f"d{i}", d, [0] * len(d)) for i, d in enumerate(raw)]
+    m = tiny("mcfn", "online", window=3)
+    norms = [x for x in m.modules() if isinstance(x, torch.nn.modules.batchnorm._BatchNorm)]
+    assert norms
+    assert recalibrate_batchnorm(m, data, 2, "cpu")
+    first = [x.running_var.clone() for x in norms]
+    for x in norms:
+        x.running_mean.fill_(1e3)
+        x.running_var.fill_(1e-6)
+        x.momentum = 0.3
+    assert recalibrate_batchnorm(m, data, 2, "cpu")
+    for x, want in zip(norms, first):
+        torch.testing.assert_close(x.running_var, want)
+        assert x.momentum == 0.3 and float(x.running_mean.abs().max()) < 1e3
+    assert not m.training
+    assert not recalibrate_batchnorm(tiny("text"), data, 2, "cpu")

@@ -130,6 +130,39 @@ def evaluate_loss(model: EmotionModel, data: list[FeatureDialogue], batch_size: 
     return (total / count if count else math.inf), count
 
 
+#: Training batches whose statistics BatchNorm's running estimates are recomputed from after each epoch.
+RECALIBRATION_BATCHES = 64
+
+
+def recalibrate_batchnorm(model: EmotionModel, data: list[FeatureDialogue], batch_size: int, device) -> bool:
+    """Recompute every BatchNorm's running statistics with the epoch's final weights ("precise BN").
+
+    During an epoch the running estimates average statistics of weights that keep changing; MCFN's
+    speech encoder drifted so far from them that its validation loss in eval mode jumped from 4 to
+    30 (and to thousands later) while the same weights with batch statistics kept improving
+    (``experiments/mcfn_loss_parts.py``, docs/results.md), so early stopping kept the first epoch.
+    Here the estimates are reset and averaged (cumulatively, no momentum) over up to
+    :data:`RECALIBRATION_BATCHES` training batches in order, without gradients. Models without
+    BatchNorm are untouched (returns False).
+    """
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms or not data:
+        return False
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    with torch.no_grad():
+        for k in range(min(RECALIBRATION_BATCHES, math.ceil(len(data) / batch_size))):
+            batch, _ = make_batch(data[k * batch_size : (k + 1) * batch_size])
+            model(batch.to(device))
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    model.eval()
+    return True
+
+
 def predict(model: EmotionModel, data: list[FeatureDialogue], batch_size: int = 32, device="cpu"):
     """Logits (N, C) and labels (N,) of every labelled utterance, in data order."""
     model.eval()
@@ -190,6 +223,7 @@ def train(
             opt.step()
             running += loss.item() * len(idx)
             seen += len(idx)
+        recalibrate_batchnorm(model, train_set, cfg.batch_size, device)
         val_loss, _ = evaluate_loss(model, shard_val, cfg.batch_size, device)
         best.history.append({"epoch": epoch, "train_loss": running / max(seen, 1), "val_loss": val_loss})
         if rank == 0:

@@ -131,13 +131,16 @@ class UtteranceProcessor:
         track = self.speakers is not None and utt.speaker is None
         voice_ahead = audio_pool.submit(self._voice, utt.audio) if track and audio_pool is not None else None
 
+        def drop_ahead() -> None:
+            for job in (ahead, voice_ahead):
+                if job is not None:
+                    job.cancel()
+
         def outgrown() -> bool:
             if stale is None or not stale.is_set():
                 return False
             latency["asr"] = (time.perf_counter() - t) * 1000
-            for job in (ahead, voice_ahead):
-                if job is not None:
-                    job.cancel()
+            drop_ahead()
             return True
 
         try:
@@ -169,9 +172,7 @@ class UtteranceProcessor:
             if track:
                 voice, latency["speaker_embed"] = voice_ahead.result() if voice_ahead else self._voice(utt.audio)
         except Exception as exc:  # one bad utterance must not end the session
-            for job in (ahead, voice_ahead):
-                if job is not None:
-                    job.cancel()
+            drop_ahead()
             return Prepared(text, None, latency, str(exc) or type(exc).__name__)
         return Prepared(text, feats, latency, text_context=context, voice=voice)
 

@@ -392,7 +392,7 @@ def cmd_arbiter(args) -> int:
         return checkpoint_dialogues(ck, args.dataset, split, args.data_root, options, extract)
 
     test = None if args.skip_test or test_split is None else load(test_split)
-    print(run(args.checkpoint, args.out, load(val_split), test))
+    print(run(ck, args.out or args.checkpoint, load(val_split), test))
     return 0
 
 

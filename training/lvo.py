@@ -140,8 +140,7 @@ def evaluate_sets(
         if name not in LVO_SETS:
             raise ValueError(f"unknown leave-voices-out set {name!r}: choose from {', '.join(LVO_SETS)}")
         recordings = render_set(name, out / "recordings", dialogues, root)
-        y_true, y_pred, conf, wers, speakers = [], [], [], [], []
-        y_channels: dict[str, list[str]] = {}
+        y_true, y_pred, conf, wers, speakers, per_recording = [], [], [], [], [], []
         for rec in recordings:
             r = evaluate_recording(rec, rec.with_suffix(".jsonl"), checkpoint, asr_model=asr_model)
             y_true += r["labels_true"]
@@ -149,14 +148,15 @@ def evaluate_sets(
             conf += r["confidences"]
             speakers += r["speakers_true"]
             wers.append(r["wer"])
-            for c, labels in r.get("labels_channels", {}).items():
-                # a channel the model named for some recordings only counts as missed elsewhere
-                y_channels.setdefault(c, [MISSED] * (len(y_true) - len(labels)))
-            for c in y_channels:
-                y_channels[c] += r.get("labels_channels", {}).get(c, [MISSED] * len(r["labels_true"]))
+            per_recording.append((len(r["labels_true"]), r.get("labels_channels", {})))
         scores = pooled_scores(y_true, y_pred)
-        # what each channel says alone on the same utterances: "at least what the words alone give"
-        scores["channels"] = {c: pooled_scores(y_true, labels) for c, labels in sorted(y_channels.items())}
+        # what each channel says alone on the same utterances: "at least what the words alone give";
+        # a channel the model named for some recordings only counts as missed in the others
+        names = sorted({c for _, channels in per_recording for c in channels})
+        scores["channels"] = {
+            c: pooled_scores(y_true, [x for n, channels in per_recording for x in channels.get(c, [MISSED] * n)])
+            for c in names
+        }
         scores["coverage"] = coverage_curve(y_true, y_pred, conf)
         scores["by_gender"] = by_gender(y_true, y_pred, speakers)
         scores["wer"] = float(np.mean(wers)) if wers else None

@@ -101,3 +101,28 @@ def test_mixed_augments_acted_training_dialogues_only():
     assert not any(u.augment for u in val.utterances())
     with pytest.raises(ValueError, match="augment_copies must be >= 0"):
         load_dataset("mixed", "train", SHARED, augment_copies=-1, **opts)
+
+
+def test_mixed_augments_words_only_dialogues_with_a_new_voice_per_dialogue():
+    opts = dict(paired_dialogues=0, words_dialogues=4, voice_dialogues=0, words_text="asr", check_audio=False)
+    plain = load_dataset("mixed", "train", SHARED, **opts)
+    aug = load_dataset("mixed", "train", SHARED, augment_words=1, **opts)
+    assert len(aug.dialogues) == 2 * len(plain.dialogues)
+    copies = [d for d in aug.dialogues if d.id.startswith("aug1-words-")]
+    assert len(copies) == len(plain.dialogues)
+    assert all(u.augment and u.text is None for d in copies for u in d.utterances)  # text: Whisper of the copy
+    # one synthetic voice, two dialogues: two different new voices (speed, gain, room, noise)
+    by_voice: dict[str, set[str]] = {}
+    for d in copies:
+        for u in d.utterances:
+            by_voice.setdefault(u.voice, set()).add(u.augment.rsplit(",", 1)[0])
+    assert any(len(draws) > 1 for draws in by_voice.values())
+    # within a dialogue a voice stays one voice
+    for d in copies:
+        per = {}
+        for u in d.utterances:
+            per.setdefault(u.voice, set()).add(u.augment.rsplit(",", 1)[0])
+        assert all(len(v) == 1 for v in per.values())
+    assert not load_dataset("mixed", "validation", SHARED, augment_words=1, **opts).dialogues[0].utterances[0].augment
+    with pytest.raises(ValueError, match="augment_words must be >= 0"):
+        load_dataset("mixed", "train", SHARED, augment_words=-1, **opts)

@@ -125,6 +125,12 @@ class MixedOptions:
     #: Training split only: this many extra copies of the acted (paired and voice-only) dialogues,
     #: each voice made a new voice in a new room (:mod:`training.augment`).
     augment_copies: int = 0
+    #: Training split only: this many augmented copies of the words-only dialogues. Each copy of
+    #: a dialogue gives its synthetic voices a new pitch, tempo and room of their own (not shared
+    #: with the voice's other dialogues), so the audio branch hears many flat voices that carry
+    #: nothing instead of sixteen; with ``words_text=asr`` each copy's text is Whisper's transcript
+    #: of the augmented audio.
+    augment_words: int = 0
     check_audio: bool = False
 
     def __post_init__(self) -> None:
@@ -132,8 +138,9 @@ class MixedOptions:
             raise ValueError(f"words_text must be one of {', '.join(WORDS_TEXT)}, got {self.words_text!r}")
         object.__setattr__(self, "corpora", as_names(self.corpora))
         object.__setattr__(self, "words_engines", as_names(self.words_engines))
-        if self.augment_copies < 0:
-            raise ValueError(f"augment_copies must be >= 0, got {self.augment_copies}")
+        for name in ("augment_copies", "augment_words"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("paired_dialogues", "words_dialogues", "voice_dialogues"):
             value = getattr(self, name)
             if value is not None and value < 0:
@@ -162,16 +169,25 @@ def voice_only(split: str, root: Path, options: MixedOptions) -> list[Dialogue]:
     return out
 
 
-def augmented_copies(dialogues: list[Dialogue], copies: int, seed: int = 0) -> list[Dialogue]:
+def augmented_copies(
+    dialogues: list[Dialogue], copies: int, seed: int = 0, per_dialogue: bool = False
+) -> list[Dialogue]:
     """``copies`` copies of each dialogue whose voices are new voices in new rooms: copy k of a
-    voice is the same person and room throughout (per-speaker normalisation sees one voice)."""
+    voice is the same person and room throughout (per-speaker normalisation sees one voice).
+    ``per_dialogue``: the voice is drawn anew in every dialogue (synthetic voices recur across
+    hundreds of dialogues; drawing them once would add only as many voices as the engine has)."""
     out = []
     for k in range(1, copies + 1):
         for d in dialogues:
             utts = tuple(
                 dataclasses.replace(
                     u,
-                    augment=draw(u.voice or u.speaker, k, f"{u.audio_path}:{u.start_s}:{u.end_s}", seed).key(),
+                    augment=draw(
+                        f"{d.id}/{u.voice or u.speaker}" if per_dialogue else u.voice or u.speaker,
+                        k,
+                        f"{u.audio_path}:{u.start_s}:{u.end_s}",
+                        seed,
+                    ).key(),
                 )
                 for u in d.utterances
             )
@@ -218,6 +234,10 @@ def load_mixed(split: str, root: Path | str = DEFAULT_ROOT, options: MixedOption
         acted = [d for d in parts if not d.id.startswith("words-")]
         parts += augmented_copies(acted, options.augment_copies, options.seed)
         report.note(f"{options.augment_copies} augmented copies of {len(acted)} acted dialogues (new voices and rooms)")
+    if split == "train" and options.augment_words:
+        words = [d for d in parts if d.id.startswith("words-")]
+        parts += augmented_copies(words, options.augment_words, options.seed, per_dialogue=True)
+        report.note(f"{options.augment_words} augmented copies of {len(words)} words-only dialogues")
     report.rows = sum(len(d) for d in parts)
     report.note(f"{len(parts)} dialogues: paired, words-only (synthetic voices) and voice-only (neutral words)")
     result = DatasetSplit("mixed", split, tuple(parts), MELD_LABELS, report)

@@ -74,3 +74,32 @@ def test_each_channel_is_scored_alone_on_the_same_utterances(tmp_path, monkeypat
     text = scores["channels"]["text"]
     assert (text["n"], text["accuracy"], text["missed"]) == (4, 0.5, 2)
     assert "text 0.667" in lvo.table({"words-espeak": scores})  # recall 1/2, precision 1 per class
+
+
+def test_the_long_voice_set_holds_forty_turns_of_two_test_voices():
+    from training.data import load_dataset
+    from training.data.shared import DEFAULT_ROOT
+
+    spec = LVO_SETS["voice-ravdess-long"]
+    assert (spec.recordings(16), spec.recordings(1), LVO_SETS["paired"].recordings(16)) == (4, 1, 16)
+    split = load_dataset(spec.dataset, "test", DEFAULT_ROOT, **{**spec.options, "check_audio": False})
+    d = split.dialogues[0]
+    assert len(d.utterances) == 40
+    assert len({u.speaker for u in d.utterances}) == 2
+    train_voices = {u.speaker for u in load_dataset("voice-chains", "train", DEFAULT_ROOT, check_audio=False).utterances()}
+    assert not {u.speaker for u in d.utterances} & train_voices
+
+
+def test_scoring_some_sets_again_keeps_the_others(tmp_path, monkeypatch):
+    import json
+
+    import training.lvo as lvo
+    from training.cli import main
+
+    calls = iter([{"paired": {"n": 1, "weighted_f1": 0.5}}, {"words-espeak": {"n": 2, "weighted_f1": 0.4}}])
+    monkeypatch.setattr(lvo, "evaluate_sets", lambda *a, **k: next(calls))
+    monkeypatch.setattr(lvo, "table", lambda results: "table")
+    for s in ("paired", "words-espeak"):
+        assert main(["lvo", "--out", str(tmp_path), "--sets", s]) == 0
+    saved = json.loads((tmp_path / "results-bundled.json").read_text())
+    assert sorted(saved) == ["paired", "words-espeak"]

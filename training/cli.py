@@ -437,7 +437,10 @@ def cmd_lvo(args) -> int:
     )
     args.out.mkdir(parents=True, exist_ok=True)
     name = args.model.parent.name if args.model is not None else "bundled"
-    (args.out / f"results-{name}.json").write_text(json.dumps(results, indent=2))
+    path = args.out / f"results-{name}.json"
+    # scoring some sets again keeps the model's other sets' results
+    merged = {**(json.loads(path.read_text()) if path.is_file() else {}), **results}
+    path.write_text(json.dumps(merged, indent=2))
     print(table(results))
     return 0
 

@@ -39,6 +39,11 @@ class LvoSet:
     dataset: str
     options: dict
     description: str
+    #: this share of ``--dialogues`` recordings (at least one): long recordings hold more utterances each
+    recording_share: float = 1.0
+
+    def recordings(self, dialogues: int) -> int:
+        return max(1, round(dialogues * self.recording_share))
 
 
 LVO_SETS: dict[str, LvoSet] = {
@@ -46,6 +51,14 @@ LVO_SETS: dict[str, LvoSet] = {
         "voice-chains",
         {"corpora": "ravdess", "two_speaker_fraction": 1.0},
         "RAVDESS test actors alternating, neutral words",
+    ),
+    # Forty turns a recording: each voice speaks ~20 times, so its running statistics (per-speaker
+    # normalisation, speaker tracking) leave the prior behind; ten-turn recordings never do.
+    "voice-ravdess-long": LvoSet(
+        "voice-chains",
+        {"corpora": "ravdess", "two_speaker_fraction": 1.0, "min_turns": 40, "max_turns": 40},
+        "RAVDESS test actors alternating for 40 turns, neutral words",
+        recording_share=0.25,
     ),
     # EmoDB only: URDU's speakers each recorded nearly one emotion, so their chains have one label
     "voice-other": LvoSet("voice-chains", {"corpora": "emodb"}, "EmoDB test voices: German words through ASR"),
@@ -60,10 +73,11 @@ def render_set(name: str, out: Path, dialogues: int, root: str | None = None) ->
     from training.data import load_dataset
 
     folder = out / name
+    spec = LVO_SETS[name]
+    dialogues = spec.recordings(dialogues)
     existing = sorted(folder.glob("*.flac"))
     if len(existing) >= dialogues:
         return existing[:dialogues]
-    spec = LVO_SETS[name]
     split = load_dataset(spec.dataset, "test", root, **spec.options)
     return write_recordings(split, folder, dialogues)
 

@@ -86,7 +86,8 @@ def test_the_long_voice_set_holds_forty_turns_of_two_test_voices():
     d = split.dialogues[0]
     assert len(d.utterances) == 40
     assert len({u.speaker for u in d.utterances}) == 2
-    train_voices = {u.speaker for u in load_dataset("voice-chains", "train", DEFAULT_ROOT, check_audio=False).utterances()}
+    train = load_dataset("voice-chains", "train", DEFAULT_ROOT, check_audio=False)
+    train_voices = {u.speaker for u in train.utterances()}
     assert not {u.speaker for u in d.utterances} & train_voices
 
 

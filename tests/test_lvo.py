@@ -73,6 +73,10 @@ def test_each_channel_is_scored_alone_on_the_same_utterances(tmp_path, monkeypat
     assert scores["accuracy"] == 0.75
     text = scores["channels"]["text"]
     assert (text["n"], text["accuracy"], text["missed"]) == (4, 0.5, 2)
+    rows = scores["utterances"]
+    assert [(r["true"], r["pred"], r["text"]) for r in rows] == [
+        ("joy", "joy", MISSED), ("anger", "anger", MISSED), ("joy", "joy", "joy"), ("anger", "joy", "anger")
+    ]
     assert "text 0.667" in lvo.table({"words-espeak": scores})  # recall 1/2, precision 1 per class
 
 

@@ -171,6 +171,15 @@ def evaluate_sets(
             c: pooled_scores(y_true, [x for n, channels in per_recording for x in channels.get(c, [MISSED] * n)])
             for c in names
         }
+        # every utterance's answers, for confusions and combination rules without a second replay
+        scores["utterances"] = [
+            {"true": t, "pred": p, "confidence": round(c, 4), "speaker": spk}
+            for t, p, c, spk in zip(y_true, y_pred, conf, speakers)
+        ]
+        for c in names:
+            answers = [x for n, channels in per_recording for x in channels.get(c, [MISSED] * n)]
+            for row, x in zip(scores["utterances"], answers):
+                row[c] = x
         scores["coverage"] = coverage_curve(y_true, y_pred, conf)
         scores["by_gender"] = by_gender(y_true, y_pred, speakers)
         scores["wer"] = float(np.mean(wers)) if wers else None

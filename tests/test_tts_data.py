@@ -79,3 +79,14 @@ def test_words_only_text_can_be_what_whisper_hears(tmp_path):
     assert all(u.text is None for u in mixed.utterances())
     with pytest.raises(ValueError, match="words_text must be one of script, asr"):
         load_dataset("mixed", "test", SHARED, words_text="whisper")
+
+
+def test_voice_repeats_adds_chains_and_keeps_the_first_ones():
+    opts = dict(paired_dialogues=0, words_dialogues=0, check_audio=False)
+    once = load_dataset("mixed", "validation", SHARED, **opts)
+    twice = load_dataset("mixed", "validation", SHARED, voice_repeats=2, **opts)
+    assert len(twice.dialogues) == 2 * len(once.dialogues)
+    assert twice.dialogues[: len(once.dialogues)] == once.dialogues
+    assert {u.speaker for u in twice.utterances()} == {u.speaker for u in once.utterances()}  # no new voices
+    with pytest.raises(ValueError, match="voice_repeats must be >= 1"):
+        load_dataset("mixed", "validation", SHARED, voice_repeats=0, **opts)

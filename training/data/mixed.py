@@ -131,6 +131,9 @@ class MixedOptions:
     #: nothing instead of sixteen; with ``words_text=asr`` each copy's text is Whisper's transcript
     #: of the augmented audio.
     augment_words: int = 0
+    #: Voice-only chains: this many times the number that uses each acted clip about once. The
+    #: voice-only part is what teaches the fusion to follow an emotional voice over neutral words.
+    voice_repeats: int = 1
     check_audio: bool = False
 
     def __post_init__(self) -> None:
@@ -141,6 +144,8 @@ class MixedOptions:
         for name in ("augment_copies", "augment_words"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.voice_repeats < 1:
+            raise ValueError(f"voice_repeats must be >= 1, got {self.voice_repeats}")
         for name in ("paired_dialogues", "words_dialogues", "voice_dialogues"):
             value = getattr(self, name)
             if value is not None and value < 0:
@@ -158,7 +163,11 @@ def voice_only(split: str, root: Path, options: MixedOptions) -> list[Dialogue]:
     if options.voice_dialogues == 0:
         return []
     chains = load_voice_chains(
-        split, root, VoiceChainOptions(seed=options.seed, corpora=options.corpora, check_audio=options.check_audio)
+        split,
+        root,
+        VoiceChainOptions(
+            seed=options.seed, corpora=options.corpora, check_audio=options.check_audio, repeats=options.voice_repeats
+        ),
     )
     lines = neutral_lines(split, root, options.seed)
     out = []

@@ -134,10 +134,15 @@ class VoiceChainOptions:
     switch_probability: float = 0.8
     check_audio: bool = True
     max_missing_fraction: float = 0.05
+    #: with ``num_dialogues`` None: this many times the chains that use each clip about once (each
+    #: clip recurs in new company; the first chains are the same whatever the number)
+    repeats: int = 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "corpora", as_names(self.corpora))
         _check_common(self.corpora, self.max_missing_fraction)
+        if self.repeats < 1:
+            raise ValueError(f"repeats must be >= 1, got {self.repeats}")
         if self.num_dialogues is not None and self.num_dialogues < 1:
             raise ValueError(f"num_dialogues must be >= 1 or None, got {self.num_dialogues}")
         if not 1 <= self.min_turns <= self.max_turns:
@@ -388,7 +393,7 @@ def load_voice_chains(
     for voice in voices:
         corpus_voices[pools.info[voice].corpus].append(voice)
     mean_turns = (options.min_turns + options.max_turns) / 2
-    count = options.num_dialogues or max(1, math.ceil(len(pool) / mean_turns))
+    count = options.num_dialogues or options.repeats * max(1, math.ceil(len(pool) / mean_turns))
 
     dialogues = []
     for i in range(count):

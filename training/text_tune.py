@@ -122,7 +122,7 @@ class Tuner(nn.Module):
         from streamer.text_adapter import attach_lora, base_fingerprint, family_of, lora_config
         from streamer.text_encoder import TextEncoder
 
-        self.encoder = TextEncoder(cfg.encoder, cfg.max_tokens, device, pooling="utterance_last")
+        self.encoder = TextEncoder(cfg.encoder, cfg.max_tokens, device, pooling="utterance_last", runtime="torch")
         base = self.encoder.model
         self.fingerprint = base_fingerprint(base)
         n = base.config.num_hidden_layers

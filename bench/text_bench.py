@@ -2,6 +2,7 @@
 
     python bench/text_bench.py [--encoders minilm .cache/all-mpnet-base-v2] [--lines 200] [--context-turns 2]
     python bench/text_bench.py --checkpoint streamer/assets/default.pt   # the bundle's own text stage
+    ... --runtimes torch onnx     # each encoder on PyTorch and on ONNX Runtime (default: both)
 
 Lines come from MELD dev (each with its past turns, untagged as in live mono input), one
 at a time as the live pipeline encodes them, after a warm-up. Reports p50/p95 ms per
@@ -54,28 +55,31 @@ def main() -> None:
     ap.add_argument("--checkpoint", type=Path, default=None)
     ap.add_argument("--lines", type=int, default=200)
     ap.add_argument("--context-turns", type=int, default=2)
+    ap.add_argument("--runtimes", nargs="+", default=["torch", "onnx"], choices=["torch", "onnx"])
     args = ap.parse_args()
     torch.set_num_threads(2)
     print(f"# {platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}")
     items = lines(args.lines, args.context_turns)
-    print("| encoder | input | p50 ms | p95 ms | tokens |")
-    print("|---|---|---:|---:|---:|")
+    print("| encoder | input | runtime | p50 ms | p95 ms | tokens |")
+    print("|---|---|---|---:|---:|---:|")
     if args.checkpoint is not None:
         import models
 
         spec = models.load(args.checkpoint, device="cpu").pipeline.text
-        enc = TextEncoder.from_pipeline(spec, "cpu")
-        r = bench(enc, lines(args.lines, spec.context_turns), spec.context_turns > 0)
         what = f"{spec.context_turns} past turns" if spec.context_turns else "line"
         name = f"{args.checkpoint.name} ({spec.pooling})"
-        print(f"| {name} | {what} | {r['p50']:.1f} | {r['p95']:.1f} | {r['tokens']:.0f} |")
+        for runtime in args.runtimes:
+            enc = TextEncoder.from_pipeline(spec, "cpu", runtime)
+            r = bench(enc, lines(args.lines, spec.context_turns), spec.context_turns > 0)
+            print(f"| {name} | {what} | {runtime} | {r['p50']:.1f} | {r['p95']:.1f} | {r['tokens']:.0f} |")
         return
     for name in args.encoders:
-        frozen = TextEncoder(None if name == "minilm" else name, 128, "cpu")
-        ctx = TextEncoder(None if name == "minilm" else name, 128, "cpu", pooling="utterance_last")
-        for enc, use, what in ((frozen, False, "line"), (ctx, True, f"line + {args.context_turns} past turns")):
-            r = bench(enc, items, use)
-            print(f"| {name} | {what} | {r['p50']:.1f} | {r['p95']:.1f} | {r['tokens']:.0f} |")
+        for runtime in args.runtimes:
+            frozen = TextEncoder(None if name == "minilm" else name, 128, "cpu", runtime=runtime)
+            ctx = TextEncoder(None if name == "minilm" else name, 128, "cpu", pooling="utterance_last", runtime=runtime)
+            for enc, use, what in ((frozen, False, "line"), (ctx, True, f"line + {args.context_turns} past turns")):
+                r = bench(enc, items, use)
+                print(f"| {name} | {what} | {runtime} | {r['p50']:.1f} | {r['p95']:.1f} | {r['tokens']:.0f} |")
 
 
 if __name__ == "__main__":

@@ -174,7 +174,7 @@ class TextEncoder:
         return int(self.model.config.hidden_size)
 
     @classmethod
-    def from_pipeline(cls, spec: TextPipeline, device: str = "auto") -> TextEncoder:
+    def from_pipeline(cls, spec: TextPipeline, device: str = "auto", runtime: str = "auto") -> TextEncoder:
         """The encoder a checkpoint's text pipeline describes (base + its adapter)."""
         adapter = None
         if spec.adapter is not None:
@@ -184,7 +184,7 @@ class TextEncoder:
                 adapter = TextAdapter.from_dict(spec.adapter)
             except (KeyError, TypeError, ValueError) as exc:
                 raise FeatureError(f"the checkpoint's text adapter is damaged ({exc}); retrain it") from exc
-        return cls(spec.encoder, spec.max_tokens, device, spec.pooling, adapter)
+        return cls(spec.encoder, spec.max_tokens, device, spec.pooling, adapter, runtime)
 
     def pipeline_for(self, context_turns: int = 0) -> TextPipeline:
         """The :class:`TextPipeline` a checkpoint trained on this encoder records."""

@@ -43,7 +43,7 @@ MODES = {
 }
 
 
-def measure(recordings: list[Path], args, end_silence_ms: int, mode: str, asr_model: str):
+def measure(recordings: list[Path], args, end_silence_ms: int, mode: str, asr_model: str, text_runtime: str = "auto"):
     from streamer.cli import build_parser, build_pipeline
     from streamer.events import UtteranceEvent
     from training.e2e import read_truth, truth_path, word_error_rate
@@ -62,6 +62,8 @@ def measure(recordings: list[Path], args, end_silence_ms: int, mode: str, asr_mo
             "--no-ui",
             "--end-silence-ms",
             str(end_silence_ms),
+            "--text-runtime",
+            text_runtime,
         ]
         if args.model:
             argv += ["--model", str(args.model)]
@@ -220,6 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--end-silence-ms", type=int, nargs="+", default=[500])
     ap.add_argument("--compare", action="store_true", help="also run the plain sequential pipeline")
     ap.add_argument("--modes", nargs="+", choices=list(MODES), default=None, help="pipelines to run (overrides)")
+    ap.add_argument(
+        "--text-runtime", nargs="+", choices=("auto", "onnx", "torch"), default=["auto"], help="compared in one run"
+    )
     ap.add_argument("--ui", action="store_true", help="run inside the Textual app (headless) and time the UI stage")
     args = ap.parse_args(argv)
 
@@ -236,11 +241,12 @@ def main(argv: list[str] | None = None) -> int:
     for asr_model in args.asr_model:
         for silence in args.end_silence_ms:
             totals = {}
-            for name in modes:
-                events, audio_s, wall_s, desc = measure(args.recordings, args, silence, name, asr_model)
-                totals[name] = [e.latency_ms["total"] for e in events]
+            for name, runtime in [(m, r) for m in modes for r in args.text_runtime]:
+                events, audio_s, wall_s, desc = measure(args.recordings, args, silence, name, asr_model, runtime)
+                label = name if len(args.text_runtime) == 1 else f"{name}, text on {runtime}"
+                totals[label] = [e.latency_ms["total"] for e in events]
                 report(
-                    f"ASR {asr_model}, {name}, end silence {silence} ms, model {desc.get('model')} "
+                    f"ASR {asr_model}, {name}, text on {runtime}, end silence {silence} ms, model {desc.get('model')} "
                     f"on {desc.get('device')}",
                     events,
                     audio_s,
@@ -249,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 asr = [e.latency_ms["asr"] for e in events if "asr" in e.latency_ms]
                 summary.append(
-                    (asr_model, name, silence, wall_s / audio_s, pct(asr, 50), pct(totals[name], 95), desc["wer"])
+                    (asr_model, label, silence, wall_s / audio_s, pct(asr, 50), pct(totals[label], 95), desc["wer"])
                 )
             if default in totals and "sequential" in totals:
                 s, q = totals[default], totals["sequential"]

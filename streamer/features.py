@@ -167,6 +167,7 @@ class FeatureExtractor:
         text_encoder: TextEncoder | None = None,
         device: str = "auto",
         whisper_encoder=None,
+        text_runtime: str = "auto",
     ) -> None:
         """``whisper_encoder``: a :class:`streamer.asr.Transcriber` to take the Whisper
         features from when it is the pipeline's encoder under the pipeline's policy (the
@@ -181,7 +182,7 @@ class FeatureExtractor:
         self.text_encoder = None
         if p.text is not None or p.tokens:
             spec = p.text or TextPipeline()
-            self.text_encoder = text_encoder or TextEncoder.from_pipeline(spec, device)
+            self.text_encoder = text_encoder or TextEncoder.from_pipeline(spec, device, text_runtime)
         self.logmel = LogMelExtractor.from_pipeline(p.frames) if p.frames is not None else None
         self.whisper = None
         self.shares_encoder = False

@@ -10,6 +10,8 @@ from pathlib import Path
 
 #: The HBAF checkpoint shipped in the package (see docs/model-card.md).
 BUNDLED_MODEL = Path(__file__).parent / "assets" / "default.pt"
+#: What runs the text encoder (:class:`streamer.text_encoder.TextEncoder`): ONNX Runtime, torch, or auto.
+TEXT_RUNTIMES = ("auto", "onnx", "torch")
 #: What CTranslate2 accepts as a compute type (``auto``: ser-live's choice, int8 on CPU).
 COMPUTE_TYPES = (
     "auto",

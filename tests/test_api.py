@@ -145,6 +145,8 @@ def test_tracker_options_are_checked_before_models_load():
         EmotionTracker(compute_type="float99")
     with pytest.raises(ValueError, match="segmenter must be a SegmenterConfig"):
         EmotionTracker(segmenter={"end_silence_ms": 300})
+    with pytest.raises(ValueError, match="text_runtime must be one of auto, onnx, torch, got 'tensorrt'"):
+        EmotionTracker(text_runtime="tensorrt")
 
 
 # -- real models ---------------------------------------------------------------------------------

@@ -137,7 +137,7 @@ class TextEncoder:
         )
 
     def _prepare_onnx(self, runtime: str, source: str):
-        if runtime == "torch" or (runtime == "auto" and self.device != "cpu"):
+        if runtime == "torch" or (runtime == "auto" and torch.device(self.device).type != "cpu"):
             return None
         from streamer.text_onnx import OnnxText
 

@@ -54,3 +54,11 @@ def test_auto_falls_back_to_torch_when_onnx_cannot_be_prepared(cache, monkeypatc
         TextEncoder(None, 128, "cpu", runtime="onnx")
     with pytest.raises(FeatureError, match="text runtime must be one of"):
         TextEncoder(None, 128, "cpu", runtime="tensorrt")
+
+
+def test_the_default_device_on_a_cpu_machine_runs_onnx(cache):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("auto is CUDA here: the text encoder stays on torch")
+    assert TextEncoder(None, 128, "auto").runtime == "onnx"

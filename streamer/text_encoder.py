@@ -274,6 +274,8 @@ class TextEncoder:
             max_length=self.max_tokens,
             return_tensors="pt",
         ).to(self.device)
+        if self._onnx is not None and self._onnx.layers == POOLED_LAYERS:  # the same layers, on ONNX Runtime
+            return torch.from_numpy(self._onnx.states(batch)), batch["attention_mask"].cpu()
         out = self.model(**batch, output_hidden_states=True)
         layers = out.hidden_states[-POOLED_LAYERS:]  # all of them when the encoder has fewer
         states = torch.stack(layers, dim=0).float().mean(dim=0)

@@ -98,7 +98,7 @@ def export(model, layers: int, inputs: tuple[str, ...], path: Path) -> None:
 class OnnxText:
     """``states(batch) -> (n, L, D)`` float32 layer-mean states of one tokenized batch."""
 
-    def __init__(self, path: Path, threads: int = 0) -> None:
+    def __init__(self, path: Path, layers: int, threads: int = 0) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -106,6 +106,8 @@ class OnnxText:
         options.intra_op_num_threads = threads
         options.log_severity_level = 3
         self.path = path
+        #: how many last hidden layers the graph averages
+        self.layers = layers
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.inputs = tuple(i.name for i in self.session.get_inputs())
 
@@ -118,12 +120,12 @@ class OnnxText:
         path = Path(cache_dir or onnx_cache_dir()) / f"{Path(str(source)).name}-{key}.onnx"
         if path.is_file():
             try:
-                return cls(path)
+                return cls(path, LAYERS[pooling])
             except Exception as exc:  # a truncated or damaged file: export it again
                 log.warning("cached ONNX text encoder %s is unreadable (%s); exporting it again", path, exc)
         log.info("exporting the text encoder to ONNX once: %s", path)
         export(model, LAYERS[pooling], inputs, path)
-        return cls(path)
+        return cls(path, LAYERS[pooling])
 
     def states(self, batch) -> np.ndarray:
         """``batch``: the tokenizer's tensors (a mapping with this graph's inputs)."""

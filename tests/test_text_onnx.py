@@ -30,6 +30,16 @@ def test_onnx_vectors_equal_torch_vectors(cache, pooling):
     assert not np.allclose(a[0], a[1], atol=1e-2)  # different lines, different vectors
 
 
+def test_token_states_and_line_vectors_of_the_last_four_layers_equal_torch(cache):
+    """``encode_tokens`` / ``encode`` (the bundled model's mean_last4 input, MCFN's and GCA's tokens)."""
+    fast = TextEncoder(None, 128, "cpu", runtime="onnx")
+    slow = TextEncoder(None, 128, "cpu", runtime="torch")
+    for a, b in zip(fast.encode_tokens(LINES), slow.encode_tokens(LINES)):
+        assert a.shape == b.shape and a.shape[0] > 2
+        np.testing.assert_allclose(a, b, atol=1e-4)
+    np.testing.assert_allclose(fast.encode(LINES), slow.encode(LINES), atol=1e-4)
+
+
 def test_the_graph_is_exported_once_and_a_damaged_file_is_exported_again(cache):
     TextEncoder(None, 128, "cpu", runtime="onnx")
     (path,) = cache.glob("*.onnx")

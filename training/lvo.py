@@ -167,19 +167,13 @@ def evaluate_sets(
         # what each channel says alone on the same utterances: "at least what the words alone give";
         # a channel the model named for some recordings only counts as missed in the others
         names = sorted({c for _, channels in per_recording for c in channels})
-        scores["channels"] = {
-            c: pooled_scores(y_true, [x for n, channels in per_recording for x in channels.get(c, [MISSED] * n)])
-            for c in names
-        }
+        alone = {c: [x for n, channels in per_recording for x in channels.get(c, [MISSED] * n)] for c in names}
+        scores["channels"] = {c: pooled_scores(y_true, answers) for c, answers in alone.items()}
         # every utterance's answers, for confusions and combination rules without a second replay
         scores["utterances"] = [
-            {"true": t, "pred": p, "confidence": round(c, 4), "speaker": spk}
-            for t, p, c, spk in zip(y_true, y_pred, conf, speakers)
+            {"true": t, "pred": p, "confidence": round(c, 4), "speaker": spk, **{n: alone[n][i] for n in names}}
+            for i, (t, p, c, spk) in enumerate(zip(y_true, y_pred, conf, speakers))
         ]
-        for c in names:
-            answers = [x for n, channels in per_recording for x in channels.get(c, [MISSED] * n)]
-            for row, x in zip(scores["utterances"], answers):
-                row[c] = x
         scores["coverage"] = coverage_curve(y_true, y_pred, conf)
         scores["by_gender"] = by_gender(y_true, y_pred, speakers)
         scores["wer"] = float(np.mean(wers)) if wers else None

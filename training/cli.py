@@ -189,6 +189,13 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--weight-decay", type=float, default=None, help="L2 (default: the recipe's)")
     tr.add_argument("--audio-dropout", type=float, default=0.0, help="modality dropout: P(hide audio)")
     tr.add_argument("--text-dropout", type=float, default=0.0, help="modality dropout: P(hide text)")
+    tr.add_argument(
+        "--class-weight-power",
+        type=float,
+        default=0.0,
+        help="weigh each class's cross-entropy by (n / (classes * n_class)) ** POWER: 0 plain (default), "
+        "1 every class alike (a neutral-heavy label prior then stops deciding for balanced voices)",
+    )
     tr.add_argument("--audio-features", type=int, default=512, help="openSMILE features kept by the SVM selector")
     tr.add_argument("--device", default="auto")
     tr.add_argument(
@@ -326,6 +333,7 @@ def cmd_train(args) -> int:
                 device=args.device,
                 audio_dropout=args.audio_dropout,
                 text_dropout=args.text_dropout,
+                class_weight_power=args.class_weight_power,
             ),
             extract=_extract_config(args),
             audio_features=args.audio_features,

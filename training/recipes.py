@@ -125,7 +125,7 @@ def describe(record: dict[str, Any] | None, train: Any = None) -> dict[str, Any]
     """The recipe entry of a checkpoint's meta and a run's metrics: name, changes, the optimiser settings used."""
     out = dict(record or {"name": "unrecorded"})
     if train is not None:
-        keep = ("max_epochs", "batch_size", "lr", "weight_decay", "patience")
+        keep = ("max_epochs", "batch_size", "lr", "weight_decay", "patience", "class_weight_power")
         out["train"] = {k: v for k, v in dataclasses.asdict(train).items() if k in keep}
     return out
 

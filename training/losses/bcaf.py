@@ -65,7 +65,9 @@ def connection_loss(
     return {"recon_a": recon_a, "recon_l": recon_l, "latent_gram": latent, "decoder_gram": decoded, "connection": total}
 
 
-def bcaf_loss(model: EmotionModel, output: ModelOutput, labels: Tensor, batch: Batch) -> dict[str, Tensor]:
+def bcaf_loss(
+    model: EmotionModel, output: ModelOutput, labels: Tensor, batch: Batch, class_weight: Tensor | None = None
+) -> dict[str, Tensor]:
     """Eq. 18: L = alpha L_c + beta (L_a + L_l) + L_m (L_c only with the interactive connection network).
 
     The heads' cross-entropies count labelled utterances; the connection loss is
@@ -74,9 +76,9 @@ def bcaf_loss(model: EmotionModel, output: ModelOutput, labels: Tensor, batch: B
     """
     cfg = model.config
     reps = output.reps
-    l_m = cross_entropy(reps["logits_m"], labels)  # eq. 24
-    l_a = cross_entropy(reps["logits_a"], labels)  # eq. 20
-    l_l = cross_entropy(reps["logits_l"], labels)  # eq. 22
+    l_m = cross_entropy(reps["logits_m"], labels, class_weight)  # eq. 24
+    l_a = cross_entropy(reps["logits_a"], labels, class_weight)  # eq. 20
+    l_l = cross_entropy(reps["logits_l"], labels, class_weight)  # eq. 22
     parts = {"l_m": l_m, "l_a": l_a, "l_l": l_l}
     total = l_m + cfg.beta * (l_a + l_l)
     if "d_a" in reps and cfg.alpha > 0:

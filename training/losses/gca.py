@@ -55,7 +55,9 @@ def margin_loss(features: Tensor, modality: Tensor, label: Tensor, margin: float
     return total / count if count else total
 
 
-def gca_loss(model: EmotionModel, output: ModelOutput, labels: Tensor, batch: Batch) -> dict[str, Tensor]:
+def gca_loss(
+    model: EmotionModel, output: ModelOutput, labels: Tensor, batch: Batch, class_weight: Tensor | None = None
+) -> dict[str, Tensor]:
     """Eq. 8: L = L_task + lambda L_mar; L_mar only with the shared encoder (``homogeneous``).
 
     The margin loss's samples are the homogeneous audio and text features of every
@@ -63,7 +65,7 @@ def gca_loss(model: EmotionModel, output: ModelOutput, labels: Tensor, batch: Ba
     carries no emotion to compare).
     """
     cfg = model.config
-    ce = cross_entropy(output.logits, labels)  # eq. 7
+    ce = cross_entropy(output.logits, labels, class_weight)  # eq. 7
     parts = {"ce": ce}
     total = ce
     if "com_a" in output.reps and cfg.margin_weight > 0:

@@ -25,10 +25,12 @@ def inter_modal_loss(
     return {"l_am": l_am, "l_lm": l_lm, "l_al": l_al, "inter": inter}
 
 
-def hbaf_loss(model: EmotionModel, output: ModelOutput, labels: Tensor, batch: Batch) -> dict[str, Tensor]:
+def hbaf_loss(
+    model: EmotionModel, output: ModelOutput, labels: Tensor, batch: Batch, class_weight: Tensor | None = None
+) -> dict[str, Tensor]:
     """Eq. 23: L = L_ce + mu * L_inter (L_inter only for bimodal HBAF with the switch on)."""
     cfg = model.config
-    ce = cross_entropy(output.logits, labels)
+    ce = cross_entropy(output.logits, labels, class_weight)
     parts = {"ce": ce}
     total = ce
     if "z_m" in output.reps and cfg.contrastive and cfg.mu > 0:

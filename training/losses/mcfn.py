@@ -27,7 +27,9 @@ def adjustment_mse(intra: Tensor, inter: Tensor, keep: Tensor, positions: Tensor
     return sq[keep].mean()
 
 
-def mcfn_loss(model: EmotionModel, output: ModelOutput, labels: Tensor, batch: Batch) -> dict[str, Tensor]:
+def mcfn_loss(
+    model: EmotionModel, output: ModelOutput, labels: Tensor, batch: Batch, class_weight: Tensor | None = None
+) -> dict[str, Tensor]:
     """Eq. 11: L = sum_m lambda_m CE_m + omega L_ad, m in {s, t, st} (the classifiers the model has).
 
     ``ce`` (the fused decision's negative log-likelihood) is returned for logging only:
@@ -39,7 +41,7 @@ def mcfn_loss(model: EmotionModel, output: ModelOutput, labels: Tensor, batch: B
     for branch, weight in (("s", cfg.lambda_s), ("t", cfg.lambda_t), ("st", cfg.lambda_st)):
         z = output.reps.get(f"logits_{branch}")
         if z is not None:
-            parts[f"ce_{branch}"] = cross_entropy(z, labels)  # eq. 10
+            parts[f"ce_{branch}"] = cross_entropy(z, labels, class_weight)  # eq. 10
             total = total + weight * parts[f"ce_{branch}"]
     if "s_intra" in output.reps:
         keep = batch.mask & (labels != IGNORE)
@@ -54,6 +56,6 @@ def mcfn_loss(model: EmotionModel, output: ModelOutput, labels: Tensor, batch: B
         parts["ad_t"] = adjustment_mse(reps["t_intra"], reps["t_inter"], keep & has_words, words if sequence else None)
         parts["ad"] = parts["ad_s"] + parts["ad_t"]  # eq. 7
         total = total + cfg.omega * parts["ad"]
-    parts["ce"] = cross_entropy(output.logits, labels).detach()
+    parts["ce"] = cross_entropy(output.logits, labels, class_weight).detach()
     parts["total"] = total
     return parts

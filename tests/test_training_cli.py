@@ -187,3 +187,15 @@ def test_arbiter_is_fitted_on_validation_and_evaluate_scores_through_it(run_dir,
     assert judged_metrics["n"] == metrics["n"]
     assert judged_metrics["weighted_f1"] == pytest.approx(judged.meta["arbiter_scores"]["test"]["arbiter"], abs=1e-4)
     assert judged_metrics["fused"]["weighted_f1"] == pytest.approx(metrics["weighted_f1"], abs=1e-4)
+
+
+def test_mixed_scores_are_broken_down_by_part_in_prediction_order():
+    from training.evaluate import part_of_each_utterance
+    from training.trainer import FeatureDialogue
+
+    dialogues = [
+        FeatureDialogue("paired-d1", [{}] * 3, [0, -100, 2]),
+        FeatureDialogue("aug2-voice-ravdess-7", [{}] * 2, [1, 1]),
+        FeatureDialogue("words-d9", [{}], [4]),
+    ]
+    assert part_of_each_utterance(dialogues).tolist() == ["paired", "paired", "voice", "voice", "words"]

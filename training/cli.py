@@ -379,6 +379,8 @@ def cmd_evaluate(args) -> int:
         f"{args.checkpoint} on {args.dataset}/{args.split}: weighted F1 {metrics['weighted_f1']:.4f} "
         f"accuracy {metrics['accuracy']:.4f} macro F1 {metrics['macro_f1']:.4f} ECE {metrics['ece']:.4f}"
     )
+    for name, m in metrics.get("by_part", {}).items():
+        print(f"  {name} ({m['n']}): weighted F1 {m['weighted_f1']:.4f} macro F1 {m['macro_f1']:.4f}")
     if args.output:
         args.output.write_text(json.dumps(metrics, indent=2))
     return 0

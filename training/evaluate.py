@@ -6,12 +6,14 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 import models
 from training.data import load_dataset
 from training.experiment import to_dialogues
 from training.extract import ExtractConfig, extract_split
 from training.metrics import classification_metrics
-from training.trainer import predict
+from training.trainer import IGNORE, predict
 
 
 def hide_modality(dialogues: list, modality: str) -> None:
@@ -80,4 +82,28 @@ def evaluate_checkpoint(
         s = scores(ck.model, ck.temperature, ck.meta, dialogues, ck.labels)
         return {**s["arbiter"], "fused": s["fused"]}
     logits, y = predict(ck.model, dialogues, 32, next(ck.model.parameters()).device)
-    return classification_metrics(y, logits, ck.labels, ck.temperature)
+    metrics = classification_metrics(y, logits, ck.labels, ck.temperature)
+    parts = part_of_each_utterance(dialogues)
+    if len(set(parts)) > 1:
+        metrics["by_part"] = {
+            name: {
+                k: v
+                for k, v in classification_metrics(y[parts == name], logits[parts == name], ck.labels).items()
+                if k in ("n", "weighted_f1", "macro_f1", "unweighted_accuracy")
+            }
+            for name in sorted(set(parts))
+        }
+    return metrics
+
+
+def part_of_each_utterance(dialogues: list) -> np.ndarray:
+    """The part of ``mixed`` (``paired``, ``words``, ``voice``) of each labelled utterance, in
+    ``predict``'s order: the dialogue id's first field after an ``augK-`` copy prefix. Its parts
+    differ in what carries the emotion, so one pooled score hides which one a change moved."""
+    out = []
+    for d in dialogues:
+        name = d.dialogue_id
+        if name.startswith("aug") and "-" in name:
+            name = name.split("-", 1)[1]
+        out += [name.split("-", 1)[0]] * sum(1 for y in d.labels if y != IGNORE)
+    return np.array(out)

@@ -39,6 +39,9 @@ PARTIAL_RATE, MIN_COVERAGE = 1.3, 0.75
 MAX_PARTIALS = 2
 #: Quiet utterances are raised to this level (never lowered): the encoder's input is mel power.
 TARGET_DBFS = -30.0
+#: With ``--speakers N`` and fewer than N heard: the new-speaker threshold (chosen on validation voices,
+#: docs/results.md; at 0.2, the default ``new_below``, knowing N would only bound the count).
+FILL_BELOW = 0.2
 #: A colour per speaker in the terminal timeline (distinct from each other; emotions have their own palette).
 SPEAKER_COLOURS = dict(
     zip(
@@ -158,7 +161,10 @@ class SpeakerConfig:
     ``speakers``: the number of people when known (new speakers are opened until there are that
     many, never more); ``max_speakers``: the bound otherwise (at most 8: the model's speaker
     slots). ``new_below``: an utterance less similar than this to every known speaker starts a
-    new one. Similarities are taken relative to ``center_strength`` x the session's mean voice
+    new one. ``fill_below``: with ``speakers`` known and fewer heard so far, this looser
+    threshold opens a new one: people known to be there but not yet heard are more likely than
+    one voice sounding unlike itself (six voices at ``new_below`` are found as four, docs/results.md).
+    Similarities are taken relative to ``center_strength`` x the session's mean voice
     (shrunk toward zero by ``center_weight`` utterances while few are heard; 0: off): the mean
     removes what a conversation shares (recording, acted style), but with one person alone it
     leaves only emotion, so after the projection a quarter of it is removed (validation mean
@@ -172,6 +178,7 @@ class SpeakerConfig:
     speakers: int | None = None
     max_speakers: int = 8
     new_below: float = 0.2
+    fill_below: float = FILL_BELOW
     overlap_margin: float = 0.4
     memory: int = 100
     center_weight: float = 1.0
@@ -183,8 +190,9 @@ class SpeakerConfig:
             raise ValueError(f"speakers must be between 1 and {len(SPEAKER_NAMES)}, got {self.speakers}")
         if not 1 <= self.max_speakers <= len(SPEAKER_NAMES):
             raise ValueError(f"max_speakers must be between 1 and {len(SPEAKER_NAMES)}, got {self.max_speakers}")
-        if not -1.0 < self.new_below < 1.0:
-            raise ValueError(f"new_below must be a cosine similarity in (-1, 1), got {self.new_below}")
+        for name in ("new_below", "fill_below"):
+            if not -1.0 < getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be a cosine similarity in (-1, 1), got {getattr(self, name)}")
         if not 0.0 <= self.overlap_margin < 1.0:
             raise ValueError(f"overlap_margin must be in [0, 1), got {self.overlap_margin}")
         if self.memory < 1:
@@ -250,10 +258,17 @@ class SpeakerTracker:
         overlap = self._overlap(partials)  # before "new": a mixture is far from both of its voices
         if overlap:
             return Assignment(None, float(sims[best]), overlap=overlap)
-        if sims[best] < cfg.new_below and len(self._counts) < cfg.bound:
+        if sims[best] < self._threshold() and len(self._counts) < cfg.bound:
             return self._open(e, float(sims[best]))
         self._update(best, e)
         return Assignment(SPEAKER_NAMES[best], float(sims[best]))
+
+    def _threshold(self) -> float:
+        """Below this similarity to every known speaker, a new one (``fill_below`` while known people are missing)."""
+        cfg = self.config
+        if cfg.speakers is not None and len(self._counts) < cfg.speakers:
+            return max(cfg.new_below, cfg.fill_below)
+        return cfg.new_below
 
     def _overlap(self, partials: np.ndarray | None) -> tuple[str, ...]:
         """Two known voices in one utterance: its partials side with different speakers, each clearly."""

@@ -104,6 +104,32 @@ def test_bound_and_known_count():
         assert len(labels) == n and tracker.speakers == list("ABCDE"[:n])
 
 
+def test_a_known_count_opens_a_similar_voice_until_everyone_is_heard():
+    """Two of three people sound alike (cosine 0.8, above ``new_below``): knowing there are three,
+    the looser ``fill_below`` opens the third; not knowing it, or once all three are heard, it does not."""
+    a, b, other = voices(3)
+    c = 0.8 * b + 0.6 * other  # unit: b and other are orthonormal
+    rng = np.random.default_rng(3)
+    who = [0, 1, 2, 1, 2, 0, 2, 1] * 3
+    embeddings = [utterance_of((a, b, c)[w], rng, noise=0.01) for w in who]
+    raw = {"center_weight": 0.0, "new_below": 0.7, "projection": None}
+
+    def labels(cfg: SpeakerConfig) -> list[str]:
+        tracker = SpeakerTracker(cfg)
+        return [tracker.push(e).speaker for e in embeddings]
+
+    truth = ["ABC"[w] for w in who]
+    assert labels(SpeakerConfig(speakers=3, fill_below=0.9, **raw)) == truth
+    assert labels(SpeakerConfig(speakers=3, fill_below=0.7, **raw)) == ["ABB"[w] for w in who]
+    assert labels(SpeakerConfig(fill_below=0.9, **raw)) == ["ABB"[w] for w in who]  # count unknown: no fill
+    # all three heard: the fourth look-alike joins the closest, it does not open a fourth speaker
+    d = 0.8 * c + 0.6 * a
+    tracker = SpeakerTracker(SpeakerConfig(speakers=3, fill_below=0.99, **raw))
+    for e in embeddings:
+        tracker.push(e)
+    assert tracker.push(d / np.linalg.norm(d)).speaker in ("A", "C") and tracker.speakers == list("ABC")
+
+
 def test_overlapping_speech_is_said_not_guessed():
     rng = np.random.default_rng(3)
     a, b = voices(2)

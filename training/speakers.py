@@ -293,6 +293,8 @@ def run(args) -> str:
         base = replace(base, projection=None)
     if args.center_strength is not None:
         base = replace(base, center_strength=args.center_strength)
+    if args.fill_sweep and not args.speakers:
+        raise ValueError("--fill-sweep needs --speakers: it is the threshold while known people are still unheard")
     SpeakerTracker(base)  # a bad setting or projection file fails here, before minutes of rendering
     import torch
 
@@ -310,21 +312,25 @@ def run(args) -> str:
     if args.embedder == "whisper":
         center(prepared)
     out, text = {}, []
-    # (title, results key, live threshold, second-pass merge threshold): live labels first, on the same cuts
-    runs = [(f"new speaker below similarity {th}", th, th, None) for th in args.sweep or [base.new_below]]
+    # (title, results key, settings, second-pass merge threshold): live labels first, on the same cuts
+    runs = [(f"new speaker below similarity {t}", t, {"new_below": t}, None) for t in args.sweep or [base.new_below]]
+    if args.fill_sweep:
+        fills = args.fill_sweep
+        runs = [(f"known count, new below {f} till all heard", f"fill {f}", {"fill_below": f}, None) for f in fills]
     if args.second_pass:
         from streamer.recluster import MERGE_ABOVE
 
         merges = args.second_pass_sweep or [MERGE_ABOVE]
-        runs += [(f"second pass, merge above {m}", f"second-pass {m}", base.new_below, m) for m in merges]
-    for what, key, th, merge in runs:
+        runs += [(f"second pass, merge above {m}", f"second-pass {m}", {}, m) for m in merges]
+    for what, key, settings, merge in runs:
+        config = replace(base, **settings)
         if args.speakers:
             results = {
-                n: evaluate({n: convs}, replace(base, new_below=th, speakers=SETS[n].voices), merge)[n]
+                n: evaluate({n: convs}, replace(config, speakers=SETS[n].voices), merge)[n]
                 for n, convs in prepared.items()
             }
         else:
-            results = evaluate(prepared, replace(base, new_below=th), merge)
+            results = evaluate(prepared, config, merge)
         out[key] = results
         text.append(f"{what} ({args.embedder}, {args.split}):\n{table(results)}")
     text.append(f"embedding ms per cut: median {np.median(timed):.1f} (no quiet machine: see bench/ for timings)")
@@ -345,6 +351,14 @@ def add_parser(sub) -> None:
     sp.add_argument("--embedder", default="ge2e", choices=("ge2e", "whisper"))
     sp.add_argument("--speakers", action="store_true", help="tell the tracker each conversation's number of voices")
     sp.add_argument("--sweep", nargs="+", type=float, default=None, metavar="SIM", help="new-speaker thresholds")
+    sp.add_argument(
+        "--fill-sweep",
+        nargs="+",
+        type=float,
+        default=None,
+        metavar="SIM",
+        help="with --speakers: new-speaker thresholds while known people are still unheard",
+    )
     sp.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     sp.add_argument("--second-pass", action="store_true", help="also score the replay's re-clustering (same cuts)")
     sp.add_argument("--second-pass-sweep", nargs="+", type=float, default=None, metavar="SIM", help="merge thresholds")

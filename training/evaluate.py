@@ -83,8 +83,8 @@ def evaluate_checkpoint(
         return {**s["arbiter"], "fused": s["fused"]}
     logits, y = predict(ck.model, dialogues, 32, next(ck.model.parameters()).device)
     metrics = classification_metrics(y, logits, ck.labels, ck.temperature)
-    parts = part_of_each_utterance(dialogues)
-    if len(set(parts)) > 1:
+    if dataset == "mixed":
+        parts = part_of_each_utterance(dialogues)
         metrics["by_part"] = {
             name: {
                 k: v

@@ -108,6 +108,7 @@ def test_evaluate_and_compare(run_dir, capsys):
     evaluated = evaluate(run_dir, run_dir / "eval.json")
     recorded = json.loads((run_dir / "runs" / "tiny-s0" / "metrics.json").read_text())["test"]
     assert evaluated["weighted_f1"] == pytest.approx(recorded["weighted_f1"])
+    assert "by_part" not in evaluated  # parts are mixed's; paired dialogue ids are not parts
     voice_only = evaluate(run_dir, run_dir / "eval-no-text.json", "--hide", "text")
     # the same utterances, other probabilities (a tiny 2-epoch model may still predict the same classes)
     assert voice_only["n"] == evaluated["n"] and voice_only["ece_uncalibrated"] != evaluated["ece_uncalibrated"]

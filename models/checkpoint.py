@@ -18,6 +18,7 @@ from models.arbiter import ChannelArbiter
 from models.base import EmotionModel, resolve_device
 from models.blocks import config_from_dict
 from models.pipeline import FeaturePipeline
+from models.prior import PriorShift
 from models.registry import lookup
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,12 @@ class Checkpoint:
         """The channel arbiter fitted after training (``meta["arbiter"]``), if any."""
         spec = self.meta.get("arbiter")
         return ChannelArbiter.from_dict(spec) if spec else None
+
+    @property
+    def prior_shift(self) -> PriorShift | None:
+        """The session-prior correction fitted after training (``meta["prior_shift"]``), if any."""
+        spec = self.meta.get("prior_shift")
+        return PriorShift.from_dict(spec) if spec else None
 
 
 def save(
@@ -139,6 +146,14 @@ def load(path: str | os.PathLike, device: str = "auto") -> Checkpoint:
     if arbiter is not None and arbiter.num_classes != model.num_classes:
         raise CheckpointError(
             f"{path} has a channel arbiter for {arbiter.num_classes} classes and a model with {model.num_classes}"
+        )
+    try:
+        shift = checkpoint.prior_shift
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path} has a damaged session-prior correction ({_short(exc)})") from exc
+    if shift is not None and len(shift.prior) != model.num_classes:
+        raise CheckpointError(
+            f"{path} has a session prior over {len(shift.prior)} classes and a model with {model.num_classes}"
         )
     return checkpoint
 

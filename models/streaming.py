@@ -21,6 +21,7 @@ from models.base import EmotionModel
 from models.batch import collate
 from models.normalize import SpeakerNormalizer
 from models.pipeline import SpeakerNormPipeline
+from models.prior import PriorShift, SessionPrior
 
 #: Key of an utterance's speaker for the per-speaker normalisation (None: the whole session).
 NORM_KEY = "norm_key"
@@ -37,6 +38,7 @@ class StreamingClassifier:
         speaker_norm: SpeakerNormPipeline | None = None,
         channel_temperatures: dict[str, float] | None = None,
         arbiter: ChannelArbiter | None = None,
+        prior_shift: PriorShift | None = None,
     ) -> None:
         if not temperature > 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
@@ -58,6 +60,11 @@ class StreamingClassifier:
         self.arbiter = arbiter
         if arbiter is not None and arbiter.num_classes != model.num_classes:
             raise ValueError(f"the arbiter knows {arbiter.num_classes} classes, the model {model.num_classes}")
+        #: Re-weights the answer by the session's own label prior (None: the training prior stands).
+        self.session_prior = SessionPrior(prior_shift) if prior_shift is not None else None
+        if self.session_prior is not None and self.session_prior.num_classes != model.num_classes:
+            n = self.session_prior.num_classes
+            raise ValueError(f"the session prior has {n} classes, the model {model.num_classes}")
 
     @property
     def device(self) -> torch.device:
@@ -70,6 +77,8 @@ class StreamingClassifier:
         self._history.clear()
         if self.normalizer is not None:
             self.normalizer.reset()
+        if self.session_prior is not None:
+            self.session_prior.reset()
 
     @torch.inference_mode()
     def push(self, utterance: dict[str, Any], per_channel: bool = False) -> Tensor:
@@ -81,7 +90,8 @@ class StreamingClassifier:
         With ``per_channel`` each channel's own answer for this utterance (the other one
         withheld, the history as it is) is left in :attr:`last_channels`. With an
         :attr:`arbiter` the answer is its combination of the three (the fused one alone when a
-        channel is missing from this utterance).
+        channel is missing from this utterance). With a :attr:`session_prior` that answer is
+        re-weighted by the session's label prior so far (the channels' own answers are not).
         """
         key = utterance.get(NORM_KEY)
         utterance = {k: v for k, v in utterance.items() if k != NORM_KEY}
@@ -94,6 +104,8 @@ class StreamingClassifier:
         if self.arbiter is not None and {"audio", "text"} <= set(channels):
             combined = self.arbiter.combine(probs.numpy(), channels["audio"].numpy(), channels["text"].numpy())
             probs = torch.from_numpy(combined.astype(np.float32))
+        if self.session_prior is not None:
+            probs = torch.from_numpy(self.session_prior.push(probs.numpy()).astype(np.float32))
         self.last_channels = channels if per_channel else {}
         self._history.append(utterance)  # only once it worked: a bad utterance leaves no trace
         if raw_audio is not None:

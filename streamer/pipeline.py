@@ -94,6 +94,7 @@ class UtteranceProcessor:
             speaker_norm=checkpoint.pipeline.speaker_norm,
             channel_temperatures=checkpoint.meta.get("channel_temperatures"),
             arbiter=checkpoint.arbiter,
+            prior_shift=checkpoint.prior_shift,
         )
         #: One Whisper encoder pass serves transcription and the audio features.
         self.shared_encoder = transcriber is not None and bool(getattr(features, "shares_encoder", False))

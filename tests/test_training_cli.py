@@ -200,3 +200,27 @@ def test_mixed_scores_are_broken_down_by_part_in_prediction_order():
         FeatureDialogue("words-d9", [{}], [4]),
     ]
     assert part_of_each_utterance(dialogues).tolist() == ["paired", "paired", "voice", "voice", "words"]
+
+
+def test_prior_is_fitted_on_validation_and_evaluate_scores_through_it(run_dir, capsys):
+    """`python -m training prior` writes a checkpoint that corrects each session's prior, live and in evaluate."""
+    ck = run_dir / "runs" / "tiny-s0" / "model.pt"
+    out = run_dir / "prior.pt"
+    argv = ["prior", str(ck), "--dataset", "paired", "--data-root", str(SHARED), "--option", "max_dialogues=6",
+            "--cache-dir", str(run_dir / "cache"), "--quiet", "--out", str(out), "--weights", "1", "3"]  # fmt: skip
+    assert main(argv) == 0
+    report = capsys.readouterr().out
+    assert "validation (pooled chooses): none:" in report and "test: pooled" in report
+    fitted = models.load(out)
+    assert fitted.prior_shift is not None and models.load(ck).prior_shift is None  # the original is left as it was
+    assert fitted.prior_shift.weight in (1.0, 3.0) and sum(fitted.prior_shift.prior) == pytest.approx(1.0)
+    best = str(fitted.prior_shift.weight)
+    argv = ["evaluate", str(out), "--dataset", "paired", "--data-root", str(SHARED), "--option", "max_dialogues=6",
+            "--split", "test", "--cache-dir", str(run_dir / "cache"), "--quiet",
+            "--output", str(run_dir / "e-prior.json")]  # fmt: skip
+    assert main(argv) == 0
+    scored = json.loads((run_dir / "e-prior.json").read_text())
+    assert scored["weighted_f1"] == pytest.approx(fitted.meta["prior_shift_fit"]["test"][best]["pooled"], abs=1e-6)
+    assert main(["prior", str(ck), "--weights", "0"]) == 2  # one sentence, not a traceback
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--weights must be positive" in err[0]

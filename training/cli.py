@@ -1,4 +1,5 @@
-"""``python -m training``: extract | train | evaluate | arbiter | e2e | make-recordings | lvo | text-tune | compare.
+"""``python -m training``: extract | train | evaluate | arbiter | prior | e2e | make-recordings | lvo | text-tune |
+compare.
 
 Examples::
 
@@ -230,6 +231,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ar.add_argument("--skip-test", action="store_true", help="fit and report validation only")
 
+    pr = sub.add_parser(
+        "prior", help="fit a checkpoint's session-prior correction on its validation split (scored on test)"
+    )
+    _common(pr)
+    pr.add_argument("checkpoint", type=Path)
+    pr.add_argument("--out", type=Path, default=None, help="write the checkpoint with it here (default: in place)")
+    pr.add_argument("--weights", nargs="+", type=float, default=None, metavar="N", help="utterances of trust to try")
+    pr.add_argument("--skip-test", action="store_true", help="fit and report validation only")
+
     e2 = sub.add_parser("e2e", help="replay recordings with ground truth through VAD + ASR + model and score them")
     e2.add_argument("recordings", nargs="+", type=Path, help="audio files, each with <name>.jsonl ground truth beside")
     e2.add_argument("--model", type=Path, default=None, help="checkpoint (default: the bundled model)")
@@ -386,15 +396,18 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-def cmd_arbiter(args) -> int:
+def _fit_on_validation(args, command: str, check=None):
+    """The checkpoint of a fit-after-training command, its validation dialogues and its test ones (or None);
+    ``check(ck)`` runs before the minutes of feature extraction."""
     import models
-    from training.arbiter import run
     from training.evaluate import checkpoint_dialogues
     from training.experiment import SPLIT_ROLES
 
     if not args.checkpoint.is_file():
-        raise ValueError(f"no checkpoint at {args.checkpoint}; check the CHECKPOINT path given to arbiter")
+        raise ValueError(f"no checkpoint at {args.checkpoint}; check the CHECKPOINT path given to {command}")
     ck = models.load(args.checkpoint, device="cpu")
+    if check is not None:
+        check(ck)
     _, val_split, test_split = SPLIT_ROLES.get(args.dataset, ("train", "validation", "test"))
 
     def load(split: str) -> list:
@@ -402,7 +415,30 @@ def cmd_arbiter(args) -> int:
         return checkpoint_dialogues(ck, args.dataset, split, args.data_root, options, extract)
 
     test = None if args.skip_test or test_split is None else load(test_split)
-    print(run(ck, args.out or args.checkpoint, load(val_split), test))
+    return ck, load(val_split), test
+
+
+def cmd_arbiter(args) -> int:
+    from training.arbiter import run
+
+    ck, val, test = _fit_on_validation(args, "arbiter")
+    print(run(ck, args.out or args.checkpoint, val, test))
+    return 0
+
+
+def cmd_prior(args) -> int:
+    from training.prior_fit import WEIGHTS, run
+
+    if args.weights is not None and not all(w > 0 for w in args.weights):
+        raise ValueError(f"--weights must be positive numbers of utterances, got {args.weights}")
+
+    def no_arbiter(ck) -> None:
+        if ck.arbiter is not None:
+            raise ValueError(f"{args.checkpoint} has a channel arbiter: fit the session prior on one without it")
+
+    ck, val, test = _fit_on_validation(args, "prior", no_arbiter)
+    mixed = args.dataset == "mixed"
+    print(run(ck, args.out or args.checkpoint, val, test, mixed, tuple(args.weights or WEIGHTS)))
     return 0
 
 
@@ -477,6 +513,7 @@ COMMANDS = {
     "compare": cmd_compare,
     "lvo": cmd_lvo,
     "arbiter": cmd_arbiter,
+    "prior": cmd_prior,
     "text-tune": lambda args: __import__("training.text_cli", fromlist=["run"]).run(args),
     "asr-text": lambda args: __import__("training.text_cli", fromlist=["run_asr"]).run_asr(args),
 

@@ -81,8 +81,17 @@ def evaluate_checkpoint(
 
         s = scores(ck.model, ck.temperature, ck.meta, dialogues, ck.labels)
         return {**s["arbiter"], "fused": s["fused"]}
-    logits, y = predict(ck.model, dialogues, 32, next(ck.model.parameters()).device)
-    metrics = classification_metrics(y, logits, ck.labels, ck.temperature)
+    if ck.prior_shift is not None:
+        # scored as the live tracker answers: each dialogue a session, its prior re-estimated as it goes
+        from training.prior_fit import adjusted, session_posteriors
+
+        answers = adjusted(session_posteriors(ck, dialogues), ck.prior_shift)
+        y = np.concatenate([yy[yy != IGNORE] for _, yy in answers]).astype(int)
+        logits = np.log(np.concatenate([p[yy != IGNORE] for p, yy in answers]).clip(1e-12))
+        metrics = classification_metrics(y, logits, ck.labels)
+    else:
+        logits, y = predict(ck.model, dialogues, 32, next(ck.model.parameters()).device)
+        metrics = classification_metrics(y, logits, ck.labels, ck.temperature)
     if dataset == "mixed":
         parts = part_of_each_utterance(dialogues)
         metrics["by_part"] = {

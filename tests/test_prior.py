@@ -91,3 +91,19 @@ def test_checkpoints_carry_it_and_a_damaged_one_is_refused(tmp_path):
     bad = models.save(tmp_path / "bad.pt", model, labels, FeaturePipeline(), meta=meta)
     with pytest.raises(CheckpointError, match="session prior over 2 classes"):
         models.load(bad)
+
+
+def test_mixed_scores_have_plain_keys_so_the_fitted_checkpoint_loads(tmp_path):
+    """numpy strings in the meta would make the checkpoint unreadable with weights_only=True."""
+    from training.prior_fit import scores
+    from training.trainer import FeatureDialogue
+
+    dialogues = [FeatureDialogue("paired-1", [{}] * 2, [0, 1]), FeatureDialogue("voice-2", [{}] * 2, [1, 1])]
+    posteriors = [
+        (np.array([[0.9, 0.1], [0.2, 0.8]]), np.array([0, 1])),
+        (np.array([[0.4, 0.6]] * 2), np.array([1, 1])),
+    ]
+    s = scores(posteriors, dialogues, mixed=True)
+    assert set(s) == {"pooled", "paired", "voice", "parts_mean"} and all(type(k) is str for k in s)
+    path = models.save(tmp_path / "m.pt", tiny_model(), ["a", "b", "c"], FeaturePipeline(), meta={"fit": s})
+    assert models.load(path).meta["fit"]["voice"] == pytest.approx(1.0)

@@ -100,7 +100,7 @@ def evaluate_checkpoint(
                 for k, v in classification_metrics(y[parts == name], logits[parts == name], ck.labels).items()
                 if k in ("n", "weighted_f1", "macro_f1", "unweighted_accuracy")
             }
-            for name in sorted(set(parts))
+            for name in sorted({str(x) for x in parts})
         }
     return metrics
 

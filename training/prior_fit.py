@@ -64,9 +64,10 @@ def scores(posteriors: list, dialogues: list[FeatureDialogue], mixed: bool) -> d
     out = {"pooled": float(f1_score(y, pred, average="weighted"))}
     if mixed:
         parts = part_of_each_utterance(dialogues)
-        for name in sorted(set(parts)):
+        names = sorted({str(x) for x in parts})  # plain str keys: the checkpoint's meta is loaded weights-only
+        for name in names:
             out[name] = float(f1_score(y[parts == name], pred[parts == name], average="weighted"))
-        out["parts_mean"] = float(np.mean([out[n] for n in sorted(set(parts))]))
+        out["parts_mean"] = float(np.mean([out[n] for n in names]))
     return out
 
 

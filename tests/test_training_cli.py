@@ -71,7 +71,8 @@ def test_run_writes_everything_and_the_live_loader_accepts_it(run_dir):
     assert ck.meta["dataset"] == "paired" and ck.meta["git_commit"]
     # the recipe: HBAF's paper settings, with the batch size and epochs this tiny run changed, in meta and metrics
     assert ck.meta["recipe"]["name"] == "paper" and ck.meta["recipe"]["overridden"] == ["batch_size", "max_epochs"]
-    assert ck.meta["recipe"]["train"] == dict(max_epochs=2, batch_size=4, lr=1e-4, weight_decay=3e-4, patience=15)
+    train = dict(max_epochs=2, batch_size=4, lr=1e-4, weight_decay=3e-4, patience=15, class_weight_power=0.0)
+    assert ck.meta["recipe"]["train"] == train
     assert metrics["recipe"] == ck.meta["recipe"]
     feats, _ = FeatureExtractor(ck.pipeline).utterance(
         load_audio(next((SHARED / "ravdess" / "Actor_01").glob("*.flac"))), "Kids are talking by the door"

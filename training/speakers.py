@@ -357,7 +357,7 @@ def add_parser(sub) -> None:
         type=float,
         default=None,
         metavar="SIM",
-        help="with --speakers: new-speaker thresholds while known people are still unheard",
+        help="with --speakers: new-speaker thresholds while known people are still unheard (instead of --sweep)",
     )
     sp.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     sp.add_argument("--second-pass", action="store_true", help="also score the replay's re-clustering (same cuts)")

@@ -29,17 +29,17 @@ from sklearn.metrics import f1_score
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import models  # noqa: E402
-from models.normalize import fit_prior  # noqa: E402
 from models.pipeline import FeaturePipeline  # noqa: E402
 from streamer.features import fit_audio_pipeline  # noqa: E402
 from training.data import load_dataset  # noqa: E402
 from training.evaluate import hide_modality, part_of_each_utterance  # noqa: E402
-from training.experiment import raw_audio_vectors, to_dialogues  # noqa: E402
+from training.experiment import RunConfig, to_dialogues, with_speaker_norm  # noqa: E402
 from training.extract import ExtractConfig, extract_split  # noqa: E402
 from training.trainer import predict  # noqa: E402
 
 CHAINS = {"corpora": "ravdess", "two_speaker_fraction": 1.0}
 MODES = ("session", "speaker")
+NORM_PRIOR_WEIGHT = RunConfig.norm_prior_weight  # the training default (utterances of trust in the prior)
 
 
 def extract_config(ck: models.Checkpoint, opensmile: bool = False) -> ExtractConfig:
@@ -93,8 +93,7 @@ def kinds(ck: models.Checkpoint) -> None:
         pipe = FeaturePipeline(
             audio=smile if kind != "whisper" else None, whisper=ck.pipeline.whisper if kind != "opensmile" else None
         )
-        raw = raw_audio_vectors(f, pipe)
-        pipe = dataclasses.replace(pipe, speaker_norm=fit_prior(np.unique(raw[f.audio_ok], axis=0), 4.0))
+        pipe = with_speaker_norm(pipe, f, y, NORM_PRIOR_WEIGHT)
         for mode in MODES:
             X, yy = vectors(split["train"], f, pipe, ck.labels, mode)
             Xt, yt = vectors(split["test"], feats["test"], pipe, ck.labels, mode)
@@ -147,9 +146,9 @@ def encoders(ck: models.Checkpoint, encoder: str, min_window_s: float, pad_s: fl
     feats = {s: extract_split(d, ex) for s, d in split.items()}
     f = feats["train"]
     pipe = FeaturePipeline(whisper=WhisperPipeline(encoder, min_window_s, pad_s, dim=int(f.whisper.shape[1])))
-    raw = raw_audio_vectors(f, pipe)
-    pipe = dataclasses.replace(pipe, speaker_norm=fit_prior(np.unique(raw[f.audio_ok], axis=0), 4.0))
-    print(f"encoder {encoder}, window max({min_window_s} s, utterance + {pad_s} s), {raw.shape[1]} dims")
+    y = np.array([ck.labels.index(u.label) for u in split["train"].utterances()])
+    pipe = with_speaker_norm(pipe, f, y, NORM_PRIOR_WEIGHT)
+    print(f"encoder {encoder}, window max({min_window_s} s, utterance + {pad_s} s), {pipe.audio_dim} dims")
     print("| normalisation | C | plain | balanced |\n|---|---:|---:|---:|")
     for mode in MODES:
         X, y = vectors(split["train"], f, pipe, ck.labels, mode)

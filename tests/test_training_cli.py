@@ -225,3 +225,7 @@ def test_prior_is_fitted_on_validation_and_evaluate_scores_through_it(run_dir, c
     assert main(["prior", str(ck), "--weights", "0"]) == 2  # one sentence, not a traceback
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--weights must be positive" in err[0]
+    # one correction after training at a time: an arbiter on top would be scored without the prior
+    assert main(["arbiter", str(out), "--dataset", "paired", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "has a session prior" in err[0]

@@ -421,7 +421,12 @@ def _fit_on_validation(args, command: str, check=None):
 def cmd_arbiter(args) -> int:
     from training.arbiter import run
 
-    ck, val, test = _fit_on_validation(args, "arbiter")
+
+    def no_prior(ck) -> None:  # evaluate and the live classifier would then disagree on the order
+        if ck.prior_shift is not None:
+            raise ValueError(f"{args.checkpoint} has a session prior: fit the arbiter on one without it")
+
+    ck, val, test = _fit_on_validation(args, "arbiter", no_prior)
     print(run(ck, args.out or args.checkpoint, val, test))
     return 0
 

@@ -83,11 +83,10 @@ def evaluate_checkpoint(
         return {**s["arbiter"], "fused": s["fused"]}
     if ck.prior_shift is not None:
         # scored as the live tracker answers: each dialogue a session, its prior re-estimated as it goes
-        from training.prior_fit import adjusted, session_posteriors
+        from training.prior_fit import adjusted, labelled, session_posteriors
 
-        answers = adjusted(session_posteriors(ck, dialogues), ck.prior_shift)
-        y = np.concatenate([yy[yy != IGNORE] for _, yy in answers]).astype(int)
-        logits = np.log(np.concatenate([p[yy != IGNORE] for p, yy in answers]).clip(1e-12))
+        probs, y = labelled(adjusted(session_posteriors(ck, dialogues), ck.prior_shift))
+        logits = np.log(probs.clip(1e-12))
         metrics = classification_metrics(y, logits, ck.labels)
     else:
         logits, y = predict(ck.model, dialogues, 32, next(ck.model.parameters()).device)
@@ -100,7 +99,7 @@ def evaluate_checkpoint(
                 for k, v in classification_metrics(y[parts == name], logits[parts == name], ck.labels).items()
                 if k in ("n", "weighted_f1", "macro_f1", "unweighted_accuracy")
             }
-            for name in sorted({str(x) for x in parts})
+            for name in sorted(set(parts))
         }
     return metrics
 
@@ -115,4 +114,6 @@ def part_of_each_utterance(dialogues: list) -> np.ndarray:
         if name.startswith("aug") and "-" in name:
             name = name.split("-", 1)[1]
         out += [name.split("-", 1)[0]] * sum(1 for y in d.labels if y != IGNORE)
-    return np.array(out)
+    # plain str elements, not numpy strings: the names become keys of a checkpoint's meta, which
+    # is loaded weights-only (numpy scalars are refused there)
+    return np.array(out, dtype=object)

@@ -199,13 +199,20 @@ def build_pipeline(cfg: RunConfig, train_feats: SplitFeatures, train_labels: np.
         whisper=whisper,
     )
     if pipeline.has_audio_vector and cfg.speaker_norm != "none":
-        from models.normalize import fit_prior
-
-        raw = raw_audio_vectors(train_feats, pipeline)
-        ok = train_feats.audio_ok & (train_labels >= 0)
-        distinct = np.unique(raw[ok], axis=0)  # paired data reuse clips: each clip once
-        pipeline = dataclasses.replace(pipeline, speaker_norm=fit_prior(distinct, cfg.norm_prior_weight))
+        pipeline = with_speaker_norm(pipeline, train_feats, train_labels, cfg.norm_prior_weight)
     return pipeline
+
+
+def with_speaker_norm(
+    pipeline: FeaturePipeline, train_feats: SplitFeatures, train_labels: np.ndarray, prior_weight: float
+) -> FeaturePipeline:
+    """``pipeline`` with per-speaker normalisation whose prior is fitted on the training audio vectors."""
+    from models.normalize import fit_prior
+
+    raw = raw_audio_vectors(train_feats, pipeline)
+    ok = train_feats.audio_ok & (train_labels >= 0)
+    distinct = np.unique(raw[ok], axis=0)  # paired data reuse clips: each clip once
+    return dataclasses.replace(pipeline, speaker_norm=fit_prior(distinct, prior_weight))
 
 
 def model_inputs(name: str, options: dict[str, Any]) -> tuple[str, ...]:

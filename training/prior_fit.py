@@ -31,7 +31,7 @@ def session_posteriors(ck: models.Checkpoint, dialogues: list[FeatureDialogue], 
     """Per dialogue: calibrated posteriors (U, C) of every utterance in order, and its labels (U,).
 
     The batch forward on a whole dialogue equals the live classifier's window by window
-    (online context, tested in tests/test_streaming.py), so these are the live answers
+    (online context, tests/test_models.py::test_streaming_equals_batch), so these are the live answers
     before any session correction.
     """
     out = []
@@ -57,14 +57,20 @@ def adjusted(posteriors: list, shift: PriorShift | None) -> list:
     return [(prior.run(p), y) for p, y in posteriors]
 
 
+def labelled(posteriors: list) -> tuple[np.ndarray, np.ndarray]:
+    """(N, C) posteriors and (N,) labels of the labelled utterances, in dialogue order (``predict``'s)."""
+    probs = np.concatenate([p[y != IGNORE] for p, y in posteriors])
+    return probs, np.concatenate([y[y != IGNORE] for _, y in posteriors]).astype(int)
+
+
 def scores(posteriors: list, dialogues: list[FeatureDialogue], mixed: bool) -> dict[str, float]:
     """Weighted F1 of the labelled utterances, pooled, and per part of ``mixed`` with their mean."""
-    y = np.concatenate([yy[yy != IGNORE] for _, yy in posteriors])
-    pred = np.concatenate([p.argmax(1)[yy != IGNORE] for p, yy in posteriors])
+    probs, y = labelled(posteriors)
+    pred = probs.argmax(1)
     out = {"pooled": float(f1_score(y, pred, average="weighted"))}
     if mixed:
         parts = part_of_each_utterance(dialogues)
-        names = sorted({str(x) for x in parts})  # plain str keys: the checkpoint's meta is loaded weights-only
+        names = sorted(set(parts))
         for name in names:
             out[name] = float(f1_score(y[parts == name], pred[parts == name], average="weighted"))
         out["parts_mean"] = float(np.mean([out[n] for n in names]))

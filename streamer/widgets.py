@@ -187,6 +187,14 @@ class Timeline(ScrollView):
         #: rows of utterances still being spoken, by channel, drawn after the finished rows
         self.interim: dict[int, InterimRow] = {}
         self._interim_lines: list[Strip] = []
+        #: whether the view sits at the newest row. Kept from scroll positions rather than read
+        #: off them when a row lands: a burst of rows arrives before the deferred scroll to the
+        #: end has run, and reading then would find the view "scrolled up" and stop following.
+        self._following = True
+
+    def watch_scroll_y(self, old_value: float, new_value: float) -> None:
+        super().watch_scroll_y(old_value, new_value)
+        self._following = new_value >= self.max_scroll_y
 
     @property
     def details(self) -> bool:
@@ -201,7 +209,7 @@ class Timeline(ScrollView):
 
     def set_interim(self, channel: int, row: InterimRow | None) -> None:
         """Show (or with None remove) the interim row of ``channel``, below the finished rows."""
-        follow = self.scroll_y >= self.max_scroll_y
+        follow = self._following
         if row is None:
             if self.interim.pop(channel, None) is None:
                 return
@@ -216,7 +224,7 @@ class Timeline(ScrollView):
     def add(self, row: UtteranceRow) -> None:
         """Append a finished row; it replaces the interim row of the same utterance (same start:
         both come from the same sample count), wherever the final's speaker name comes from."""
-        follow = self.scroll_y >= self.max_scroll_y
+        follow = self._following
         replaced = [k for k, r in self.interim.items() if r.event.start_s == row.event.start_s]
         for key in replaced:
             del self.interim[key]
@@ -243,7 +251,7 @@ class Timeline(ScrollView):
         return [Strip(line, self._width) for line in lines]
 
     def _reflow(self) -> None:
-        follow = self.scroll_y >= self.max_scroll_y
+        follow = self._following
         self._lines, self._heights = [], deque()
         for row in self.rows:
             self._append_lines(row)
@@ -253,7 +261,9 @@ class Timeline(ScrollView):
     def _resized(self, follow: bool) -> None:
         self.virtual_size = Size(self._width, len(self._lines) + len(self._interim_lines))
         if follow:
-            self.scroll_end(animate=False, immediate=False, x_axis=False)
+            # At once, not after the next refresh: a deferred scroll lands after whatever the
+            # user did in between and would yank a view they just scrolled up back down.
+            self.scroll_end(animate=False, immediate=True, x_axis=False, force=True)
         self.refresh()
 
     def on_resize(self, event: Resize) -> None:

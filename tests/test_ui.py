@@ -301,10 +301,14 @@ async def test_timeline_follows_the_newest_row_unless_scrolled_up():
     async with app.run_test(size=(120, 40)) as pilot:
         timeline = app.query_one(Timeline)
         await until(pilot, lambda: app.utterance_count == 60)
-        await pilot.pause(0.05)
-        assert "sentence number 59" in visible(app) and "sentence number 0 " not in visible(app)
+        # Following the newest row happens on a refresh after the row lands: wait for it (a
+        # slow CI machine needs more than one frame) rather than sleeping a fixed time.
+        await until(pilot, lambda: "sentence number 59" in visible(app))
+        assert "sentence number 0 " not in visible(app)
         assert timeline.virtual_size.height == 60 and timeline.scroll_y == timeline.max_scroll_y > 0
+        await until(pilot, lambda: timeline.show_vertical_scrollbar)  # what a user scrolls with
         timeline.scroll_home(animate=False, immediate=True)
+        assert timeline.scroll_y == 0
         await until(pilot, lambda: app.utterance_count == 62)
         await pilot.pause(0.05)
         assert timeline.scroll_y == 0 and "sentence number 0 " in visible(app)  # the user's position is kept

@@ -35,6 +35,12 @@ MEL_HOP_SAMPLES = 160
 ENCODER_STRIDE = 2
 WHISPER_WINDOW_S = 30.0
 
+#: How the in-window decode is prompted; part of every cached transcript's key (training's
+#: ``words_text=asr`` hears what the live tracker writes). ``notimestamps``: the words alone,
+#: ~3.6 tokens and ~28 ms less per utterance than letting Whisper write a timestamp token at
+#: each segment's start and end, at the same WER (bench/timestamp_tokens.py, docs/benchmarks.md).
+DECODE_PROMPT = "notimestamps"
+
 
 class ASRError(ValueError):
     """The speech recogniser cannot be built or fed as asked (one sentence naming the fix)."""
@@ -196,6 +202,7 @@ class Transcriber:
             m.hf_tokenizer, m.model.is_multilingual, task="transcribe", language=language or "en"
         )
         self._suppress = list(get_suppressed_tokens(self._tokenizer, [-1]))
+        self._prompt = [*self._tokenizer.sot_sequence, self._tokenizer.no_timestamps]
         log.info(
             "Whisper %s from %s on %s (%s), encoder window >= %.0f s",
             self.name,
@@ -273,9 +280,10 @@ class Transcriber:
     def transcribe(self, audio: np.ndarray, encoded: Encoded | None = None) -> str:
         """(n,) float32 16 kHz utterance -> its text ("" for silence).
 
-        One greedy decode (temperature 0) on the encoder states of :meth:`encode` (pass
-        ``encoded`` when the audio features need them too: the encoder then runs once).
-        Utterances longer than one window take faster-whisper's long-form path.
+        One greedy decode (temperature 0, prompted for words without timestamps:
+        :data:`DECODE_PROMPT`) on the encoder states of :meth:`encode` (pass ``encoded`` when
+        the audio features need them too: the encoder then runs once). Utterances longer than
+        one window take faster-whisper's long-form path, which keeps its timestamps to seek.
         """
         x = _check_mono(audio)
         if len(x) == 0:
@@ -286,21 +294,23 @@ class Transcriber:
         tok = self._tokenizer
         result = self.model.model.generate(
             encoded.states,
-            [list(tok.sot_sequence)],
+            [self._prompt],
             beam_size=self.beam_size,
-            max_length=len(tok.sot_sequence) + min(MAX_TOKENS, int(len(x) / SAMPLE_RATE_HZ * TOKENS_PER_S) + 16),
+            max_length=len(self._prompt) + min(MAX_TOKENS, int(len(x) / SAMPLE_RATE_HZ * TOKENS_PER_S) + 16),
             return_scores=True,
             return_no_speech_prob=True,
             suppress_blank=True,
             suppress_tokens=self._suppress,
-            max_initial_timestamp_index=50,
         )[0]
         tokens = result.sequences_ids[0]
         # faster-whisper's silence rule: likely no speech and an unsure decode -> nothing
         avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
         if result.no_speech_prob > 0.6 and avg_logprob < -1.0:
             return ""
-        return " ".join(tok.decode([t for t in tokens if t < tok.eot]).split())
+        text = " ".join(tok.decode([t for t in tokens if t < tok.eot]).split())
+        # Without timestamp tokens Whisper answers silence and noise with confident dots
+        # (" . . ." at logprob -0.2), which the rule above lets through: punctuation alone is no words.
+        return text if any(c.isalnum() for c in text) else ""
 
     def transcribe_words(self, audio: np.ndarray) -> tuple[str, list[WordTiming]]:
         """Like :meth:`transcribe`, plus per-word timings (slower: needs Whisper's cross-attention alignment)."""

@@ -54,6 +54,29 @@ def test_transcribes_espeak_sentence(whisper):
     assert "window" in text and "meeting" in text
 
 
+def test_decode_writes_the_words_without_timestamp_tokens(whisper, monkeypatch):
+    """The in-window decode is prompted with <|notimestamps|> (fewer tokens, same words), the
+    prompt training's cached transcripts are keyed by (streamer.asr.DECODE_PROMPT)."""
+    real, calls = whisper.model.model, []
+
+    class Spy:
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def generate(self, states, prompts, **kwargs):
+            out = real.generate(states, prompts, **kwargs)
+            calls.append((prompts, out))
+            return out
+
+    monkeypatch.setattr(whisper.model, "model", Spy())
+    text = whisper.transcribe(read(FIXTURES / "speech_a.flac"))
+    [(prompts, out)] = calls
+    tok = whisper._tokenizer
+    assert prompts[0][-1] == tok.no_timestamps
+    assert not any(t >= tok.timestamp_begin for t in out[0].sequences_ids[0])
+    assert "weather" in text.lower()
+
+
 def test_word_timings(whisper):
     audio = read(FIXTURES / "speech_a.flac")
     text, words = whisper.transcribe_words(audio)
@@ -67,6 +90,8 @@ def test_word_timings(whisper):
 def test_silence_and_empty_give_empty_text(whisper):
     assert whisper.transcribe(np.zeros(0, np.float32)) == ""
     assert whisper.transcribe(np.zeros(16000, np.float32)) == ""
+    noise = (np.random.default_rng(0).standard_normal(48000) * 0.01).astype(np.float32)
+    assert whisper.transcribe(noise) == ""  # Whisper writes " . . . ." for it: no words
 
 
 def test_bad_audio_is_a_clear_error(whisper):

@@ -24,6 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from models.pipeline import TextPipeline
+from streamer.asr import DECODE_PROMPT
 from training.data.records import DatasetSplit, Utterance
 
 log = logging.getLogger(__name__)
@@ -197,7 +198,7 @@ def extract_split(split: DatasetSplit, cfg: ExtractConfig) -> SplitFeatures:
     name = f"{split.dataset}-{split.name}"
     failures: list[tuple[str, str]] = []
 
-    asr_id = _setting_id(model=cfg.asr_model, cut=cfg.live_cut, policy=_policy(cfg))
+    asr_id = _setting_id(model=cfg.asr_model, cut=cfg.live_cut, policy=_policy(cfg), decode=DECODE_PROMPT)
     texts = _transcripts(utts, cfg, root / f"asr-{asr_id}" / f"{name}.npz")
     texts = [normalize_text(t) for t in texts]
 

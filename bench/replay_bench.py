@@ -14,6 +14,8 @@ emitted -> the screen refresh that drew its row) and "on_screen" (total + ui).
 Several ``--asr-model`` values run one after another and end with a table of real-time
 factor, latency and word error rate (against ``<recording>.jsonl`` where it exists) per
 ASR model (``bench/get_whisper_base.py`` assembles Whisper base offline).
+``--events DIR`` writes each run's utterance events (their per-stage ``latency_ms`` included)
+as JSONL, one file per run, to find what makes a percentile's tail.
 """
 
 from __future__ import annotations
@@ -226,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--modes", nargs="+", choices=list(MODES), default=None, help="pipelines to run (overrides)")
     ap.add_argument("--text-runtime", nargs="+", choices=TEXT_RUNTIMES, default=["auto"], help="compared in one run")
     ap.add_argument("--ui", action="store_true", help="run inside the Textual app (headless) and time the UI stage")
+    ap.add_argument("--events", type=Path, default=None, help="write each run's events (JSONL) into this folder")
     args = ap.parse_args(argv)
 
     from streamer.cli import _quiet_libraries
@@ -244,6 +247,15 @@ def main(argv: list[str] | None = None) -> int:
             for name, runtime in [(m, r) for m in modes for r in args.text_runtime]:
                 events, audio_s, wall_s, desc = measure(args.recordings, args, silence, name, asr_model, runtime)
                 label = name if len(args.text_runtime) == 1 else f"{name}, text on {runtime}"
+                if args.events is not None:
+                    from streamer.export import JsonlWriter
+
+                    args.events.mkdir(parents=True, exist_ok=True)
+                    stem = f"{Path(asr_model).name}-{name}-{runtime}-{silence}ms"
+                    (args.events / f"{stem}.jsonl").unlink(missing_ok=True)  # a fresh file per run
+                    with JsonlWriter(args.events / f"{stem}.jsonl") as writer:
+                        for event in events:
+                            writer.write(event)
                 totals[label] = [e.latency_ms["total"] for e in events]
                 report(
                     f"ASR {asr_model}, {name}, text on {runtime}, end silence {silence} ms, model {desc.get('model')} "
@@ -263,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"\nsequential / {default} latency: p50 {pct(q, 50) / pct(s, 50):.2f}x, "
                     f"p95 {pct(q, 95) / pct(s, 95):.2f}x"
                 )
-    if len(summary) > 1:
+    if summary:
         print("\n| ASR model | pipeline | end silence ms | wall / audio | ASR p50 ms | total p95 ms | WER |")
         print("|---|---|---:|---:|---:|---:|---:|")
         for row in summary:

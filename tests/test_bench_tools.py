@@ -66,3 +66,18 @@ def test_make_demos_rejects_an_unknown_name(capsys):
     demos = load_script(ROOT / "recordings" / "make_demos.py")
     assert demos.main(["demo-nope"]) == 2
     assert "unknown demo 'demo-nope'" in capsys.readouterr().err
+
+
+def test_replay_bench_writes_each_runs_events_for_the_tail(tmp_path, capsys):
+    from streamer.export import read_jsonl
+
+    bench = load_script(ROOT / "bench" / "replay_bench.py")
+    events = tmp_path / "events"
+    argv = [str(ROOT / "tests" / "fixtures" / "speech_a.flac"), "--speed", "max", "--events", str(events)]
+    assert bench.main(argv) == 0
+    [path] = sorted(events.glob("*.jsonl"))
+    assert path.name == "tiny.en-overlap-auto-500ms.jsonl"
+    got = read_jsonl(path)
+    assert got and all(e.latency_ms["total"] > 0 and e.text for e in got)
+    assert "| tiny.en | overlap | 500 |" in capsys.readouterr().out  # the summary row, one run or several
+    assert bench.main(argv) == 0 and len(read_jsonl(path)) == len(got)  # a new run replaces the file

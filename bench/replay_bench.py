@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import platform
 import threading
 import time
@@ -49,12 +50,12 @@ MODES = {
 
 def measure(recordings: list[Path], args, end_silence_ms: int, mode: str, asr_model: str, text_runtime: str = "auto"):
     from streamer.cli import build_parser, build_pipeline
-    from streamer.events import UtteranceEvent
+    from streamer.events import InterimEvent, UtteranceEvent
     from training.e2e import read_truth, truth_path, word_error_rate
 
     events, audio_s, wall_s, description, wers = [], 0.0, 0.0, {}, []
-    global cpu_s, delays
-    cpu_s, delays = 0.0, []
+    global cpu_s, delays, interims
+    cpu_s, delays, interims = 0.0, [], []
     for rec in recordings:
         argv = [
             "--replay",
@@ -95,6 +96,7 @@ def measure(recordings: list[Path], args, end_silence_ms: int, mode: str, asr_mo
         cpu_s += time.process_time() - c0
         if args.ui and interim:  # after the timing: word timestamps need another Whisper pass
             delays += interim_word_delays(rec, timed, interim_ui)
+        interims += [e for e in got if isinstance(e, InterimEvent)]
         audio_s += pipeline.source.duration_s  # decoded once, by the source
         utts = [e for e in got if isinstance(e, UtteranceEvent) and e.error is None]
         events += utts
@@ -108,10 +110,11 @@ def measure(recordings: list[Path], args, end_silence_ms: int, mode: str, asr_mo
 
 
 cpu_s = 0.0  # CPU seconds (all threads) of the last measure(): the real-time factor's numerator
-delays: list[float] = []  # interim-word delays (s) of the last measure()
+delays: list[dict] = []  # interim words of the last measure(): the word, its place, its delay (s)
+interims: list = []  # the interim events of the last measure()
 
 
-def interim_word_delays(rec: Path, timed: list, interim_ui: list[tuple[float, float]]) -> list[float]:
+def interim_word_delays(rec: Path, timed: list, interim_ui: list[tuple[float, float]]) -> list[dict]:
     """Seconds from each word's end (Whisper word timestamps on the finished utterance) to the
     screen refresh that first showed it (an interim row or the final row), for turns > 6 s.
 
@@ -125,11 +128,13 @@ def interim_word_delays(rec: Path, timed: list, interim_ui: list[tuple[float, fl
     offset = min(t - e.time_s for t, e in timed if isinstance(e, LevelEvent))
     ui = iter(ms for _, ms in interim_ui)
     shows: dict[float, list[tuple[float, list[str]]]] = {}
+    finals: dict[float, float] = {}  # utterance start -> when its final row was drawn
     for t, e in timed:
         if isinstance(e, InterimEvent):
             shows.setdefault(e.start_s, []).append((t + next(ui, 0.0) / 1000, _norm(e.text)))
         elif isinstance(e, UtteranceEvent):
-            shows.setdefault(e.start_s, []).append((t + e.latency_ms.get("ui", 0.0) / 1000, _norm(e.text)))
+            finals[e.start_s] = t + e.latency_ms.get("ui", 0.0) / 1000
+            shows.setdefault(e.start_s, []).append((finals[e.start_s], _norm(e.text)))
     audio = load_audio(rec)
     asr = Transcriber("tiny.en", device="cpu")
     out = []
@@ -142,7 +147,16 @@ def interim_word_delays(rec: Path, timed: list, interim_ui: list[tuple[float, fl
             spoken = offset + e.start_s + w.end_s
             seen = [t for t, ws in shows.get(e.start_s, []) if word and word[0] in ws[max(0, i - 2) : i + 3]]
             if seen:
-                out.append(min(seen) - spoken)
+                out.append(
+                    {
+                        "start_s": e.start_s,
+                        "word": word,
+                        "place": i,
+                        "end_s": round(w.end_s, 2),
+                        "delay_s": round(min(seen) - spoken, 3),
+                        "by_final": min(seen) == finals[e.start_s],
+                    }
+                )
     return out
 
 
@@ -211,10 +225,15 @@ def report(title: str, events, audio_s: float, wall_s: float, speed: str) -> Non
         print(f"\nreal-time factor: {wall_s / audio_s:.3f} (wall {wall_s:.1f} s for {audio_s:.1f} s of audio)")
     print(f"\nCPU real-time factor: {cpu_s / audio_s:.3f} (CPU s of all threads per audio s; {cpu_s:.1f} s)")
     if delays:
+        seconds = [d["delay_s"] for d in delays]
+        late = [d["delay_s"] for d in delays if d["end_s"] < 1.5]
         print(
             f"interim-word delay (word end -> on screen), {len(delays)} words of > 6 s turns: "
-            f"p50 {pct(delays, 50):.2f} s, p95 {pct(delays, 95):.2f} s, max {max(delays):.2f} s"
+            f"p50 {pct(seconds, 50):.2f} s, p95 {pct(seconds, 95):.2f} s, max {max(seconds):.2f} s; "
+            f"first shown by the final row: {sum(d['by_final'] for d in delays)}; "
+            f"words ending in the first 1.5 s: {len(late)}, p50 {pct(late, 50):.2f} s"
         )
+        print(f"interim events: {len(interims)}, decode p50 {pct([e.latency_ms['asr'] for e in interims], 50):.0f} ms")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -256,6 +275,11 @@ def main(argv: list[str] | None = None) -> int:
                     with JsonlWriter(args.events / f"{stem}.jsonl") as writer:
                         for event in events:
                             writer.write(event)
+                        for event in interims:  # interim events after the finals, by their start
+                            writer.write(event)
+                    if delays:  # each interim word: its place in its turn and its delay
+                        with open(args.events / f"{stem}-words.jsonl", "w", encoding="utf-8") as f:
+                            f.writelines(json.dumps(d) + "\n" for d in delays)
                 totals[label] = [e.latency_ms["total"] for e in events]
                 report(
                     f"ASR {asr_model}, {name}, text on {runtime}, end silence {silence} ms, model {desc.get('model')} "

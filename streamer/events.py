@@ -69,6 +69,11 @@ class InterimEvent:
     def to_dict(self) -> dict[str, Any]:
         return {"type": "interim", **asdict(self)}
 
+    @classmethod
+    def of(cls, utt, text: str, asr_ms: float) -> InterimEvent:
+        """The interim event of ``utt`` (a :class:`~streamer.segmenter.Utterance` so far) reading ``text``."""
+        return cls(round(utt.start_s, 3), round(utt.end_s, 3), utt.speaker, text, utt.channel or 0, {"asr": asr_ms})
+
 
 @dataclass(frozen=True)
 class LevelEvent:

@@ -191,8 +191,7 @@ class UtteranceProcessor:
         """Words so far of an utterance in progress (see :mod:`streamer.interim`); no dialogue state."""
         t = time.perf_counter()
         text = self.pieces.interim(utt) if self.pieces is not None else ""
-        ms = {"asr": (time.perf_counter() - t) * 1000}
-        return InterimEvent(round(utt.start_s, 3), round(utt.end_s, 3), utt.speaker, text, utt.channel or 0, ms)
+        return InterimEvent.of(utt, text, (time.perf_counter() - t) * 1000)
 
     def __call__(self, utt: Utterance, decided_at: float | None = None, prepared: Prepared | None = None):
         """Classify one utterance (preparing it here unless ``prepared`` is given); latencies
@@ -309,8 +308,8 @@ class LivePipeline:
                 f"listening: {getattr(self.source, 'description', '')}", d.get("model", ""), d.get("device", "")
             )
         )
-        work = Work(self.processor, self.config.speculate, self.config.overlap)
         interim_after = rate * self.config.interim_after_ms // 1000 if self.config.interim else None
+        work = Work(self.processor, self.config.speculate, self.config.overlap, guess_words_after=interim_after)
         interim_every = rate * self.config.interim_every_ms // 1000
         recorder = self.recorder
         try:

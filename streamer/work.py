@@ -35,8 +35,19 @@ class Work:
     reading audio (and deciding utterance ends on time) meanwhile.
     """
 
-    def __init__(self, processor: UtteranceProcessor, speculate: bool, overlap: bool = False) -> None:
+    def __init__(
+        self,
+        processor: UtteranceProcessor,
+        speculate: bool,
+        overlap: bool = False,
+        guess_words_after: int | None = None,
+    ) -> None:
         self.processor = processor
+        #: With interim words on: a speculative guess at least this many samples long is also
+        #: shown as interim words once transcribed (the decode is paid for anyway, and it reads
+        #: the audio on the final's window), and the interim cadence counts from it.
+        self.guess_words_after = guess_words_after
+        self._guessed: list[tuple[int, Utterance, Future]] = []  # guesses whose words are still to show
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="ser-live-prepare") if speculate else None
         self.audio_pool = ThreadPoolExecutor(1, thread_name_prefix="ser-live-audio") if overlap else None
         #: per segmenter: the guess's bounds, its result, and its flag set once speech outgrows it
@@ -46,9 +57,7 @@ class Work:
         self.finished_at: dict[int, float] = {}  # per segmenter: end (s) of its last final event
 
     def _idle(self) -> bool:
-        return all(f.done() for _, f, _ in self.pending.values()) and all(
-            f.done() for f in self.interim_jobs.values()
-        )
+        return all(f.done() for _, f, _ in self.pending.values()) and all(f.done() for f in self.interim_jobs.values())
 
     def interim(self, channel: int, seg: Segmenter, after: int, every: int) -> None:
         """Start an interim decode of ``seg``'s utterance in progress if the worker is idle, the
@@ -74,6 +83,18 @@ class Work:
             event = future.result()
             if event.start_s >= self.finished_at.get(channel, -1.0):  # same rounding (ms) on both sides
                 out.append(event)
+        waiting = []
+        for channel, utt, future in self._guessed:
+            if not future.done():
+                waiting.append((channel, utt, future))
+                continue
+            if future.cancelled() or future.exception() is not None:
+                continue
+            prepared = future.result()
+            if not prepared.text.strip() or round(utt.start_s, 3) < self.finished_at.get(channel, -1.0):
+                continue  # no words, or its utterance has ended: the final event says it all
+            out.append(InterimEvent.of(utt, prepared.text, prepared.latency.get("asr", 0.0)))
+        self._guessed = waiting
         return out
 
     def speculate(self, channel: int, utt: Utterance | None) -> None:
@@ -94,7 +115,11 @@ class Work:
             # utterance wait behind several stale guesses; this bounds it to one.
             return
         stale = threading.Event()
-        self.pending[channel] = (key, self.pool.submit(self.processor.prepare, utt, self.audio_pool, stale), stale)
+        future = self.pool.submit(self.processor.prepare, utt, self.audio_pool, stale)
+        self.pending[channel] = (key, future, stale)
+        if self.guess_words_after is not None and utt.end_sample - utt.start_sample >= self.guess_words_after:
+            self._guessed.append((channel, utt, future))
+            self.interim_at[channel] = utt.end_sample  # the interim cadence counts from this decode
 
     def finish(self, channel: int, utt: Utterance) -> UtteranceEvent:
         decided_at = time.perf_counter()
@@ -124,6 +149,7 @@ class Work:
             future.cancel()
         self.pending.clear()
         self.interim_jobs.clear()
+        self._guessed.clear()
 
     def close(self) -> None:
         if self.pool is not None:

@@ -26,6 +26,7 @@ STORY = Path(__file__).parent.parent / "recordings" / "demo-story.flac"
 #: Piecewise transcripts on (off by default until measured): cuts at 200 ms pauses.
 CUTS = SegmenterConfig(cut_pause_ms=200)
 
+
 @pytest.fixture(scope="module")
 def story() -> np.ndarray:
     return load_audio(STORY)
@@ -174,6 +175,54 @@ def test_interim_events_never_change_the_final_events(segmenter):
     for i, (kind, start) in enumerate(order):
         if kind == "InterimEvent":
             assert ("UtteranceEvent", start) in order[i + 1 :]
+
+
+def _wait(future) -> None:
+    future.result(timeout=10)
+
+
+def test_a_guess_outgrown_by_speech_shows_its_words_as_interim_and_resets_the_cadence():
+    """A speculative guess is a whole decode of the utterance so far: when speech goes on past
+    it, its words are shown (no second decode of the same audio), never after the final."""
+    from streamer.work import Work
+    from tests.test_pipeline import _utt
+
+    proc = processor()
+    work = Work(proc, speculate=True, guess_words_after=16000)
+    try:
+        work.speculate(0, _utt(0, 8000))  # 0.5 s: too short for interim words
+        _wait(work.pending[0][1])
+        work.speculate(0, None)
+        assert work.interims() == []
+        work.speculate(0, _utt(0, 32000))  # a pause after 2 s of speech
+        _wait(work.pending[0][1])
+        work.speculate(0, None)  # speech goes on
+        (event,) = work.interims()
+        assert isinstance(event, InterimEvent)
+        assert (event.start_s, event.end_s, event.text) == (0.0, 2.0, "utterance of 2.00 seconds")
+        assert work.interim_at[0] == 32000  # the next interim decode waits a full interval from here
+        assert work.interims() == []  # shown once
+        work.speculate(0, _utt(0, 48000))  # another pause, at 3 s: it ends there after all
+        _wait(work.pending[0][1])
+        final = work.finish(0, _utt(0, 48000, 56000))
+        assert final.text == "utterance of 3.00 seconds"
+        assert work.interims() == []  # the final event has the words: no interim after it
+    finally:
+        work.close()
+
+
+def test_guesses_give_no_interim_words_unless_asked():
+    from streamer.work import Work
+    from tests.test_pipeline import _utt
+
+    work = Work(processor(), speculate=True)
+    try:
+        work.speculate(0, _utt(0, 32000))
+        _wait(work.pending[0][1])
+        work.speculate(0, None)
+        assert work.interims() == []
+    finally:
+        work.close()
 
 
 def test_interim_needs_speculation_and_sane_cadence():

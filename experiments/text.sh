@@ -7,7 +7,7 @@ export OMP_WAIT_POLICY=PASSIVE
 py=.venv/bin/python
 $py -m training asr-text --split validation
 $py -m training asr-text --split test --dialogues 60 --engines espeak-ng flite festival
-$py -m training asr-text --split train --dialogues 120   # stopped at 197 lines this session
+$py -m training asr-text --split train --dialogues 120   # 1,084 pairs (session 11; 197 before)
 experiments/text-baselines.sh
 # the bundle's text encoder: 2 past turns, LoRA on the top 3 layers, 2 out-of-fold adapters
 $py -m training text-tune --name minilm-ctx2 --context-turns 2 --epochs 1 --folds 2 --seeds 0
@@ -17,3 +17,8 @@ $py -m training text-tune --name minilm-ctx2-ce --context-turns 2 --epochs 2 --n
 $py -m training text-tune --name minilm-ctx0 --context-turns 0 --epochs 1 --seeds 0
 $py -m training text-tune --name minilm-ctx2-clean --context-turns 2 --epochs 1 --noise-p 0 --seeds 0
 $py -m training text-tune --name minilm-ctx2 --context-turns 2 --epochs 1 --seeds 1 2
+# all-mpnet-base-v2 (assembled from its PyPI parts): frozen probe, LoRA on the line, LoRA with 2 past turns
+$py -m training text-tune --name mpnet-frozen-ctx0 --encoder sentence-transformers/all-mpnet-base-v2 --context-turns 0 --frozen
+$py -m training text-tune --name mpnet-lora6-ctx0-ce --encoder sentence-transformers/all-mpnet-base-v2 --context-turns 0 --lora-layers 6 --epochs 3 --class-weight-power 0 --noise-p 0.3
+$py -m training text-tune --name mpnet-lora6-ctx2-ce --encoder sentence-transformers/all-mpnet-base-v2 --context-turns 2 --lora-layers 6 --epochs 2 --class-weight-power 0 --noise-p 0.3
+$py -m training text-tune --name mpnet-lora6-ctx2-ce-e3 --encoder sentence-transformers/all-mpnet-base-v2 --context-turns 2 --lora-layers 6 --epochs 3 --class-weight-power 0 --noise-p 0.3

@@ -81,3 +81,19 @@ def test_replay_bench_writes_each_runs_events_for_the_tail(tmp_path, capsys):
     assert got and all(e.latency_ms["total"] > 0 and e.text for e in got)
     assert "| tiny.en | overlap | 500 |" in capsys.readouterr().out  # the summary row, one run or several
     assert bench.main(argv) == 0 and len(read_jsonl(path)) == len(got)  # a new run replaces the file
+
+
+def test_interim_word_delay_counts_the_right_word_and_any_word_at_its_place():
+    """Whisper wrote "Okay, Joly" before it heard enough to write "Oh hey, Joey": the exact
+    delay waits for the right word, the first-hypothesis delay for a row that reached the word."""
+    bench = load_script(ROOT / "bench" / "replay_bench.py")
+    words = [("Oh", 0.5), ("hey,", 0.8), ("Joey.", 1.1), ("Vegas", 6.5)]
+    rows = [  # (wall s drawn, normalised words, audio heard up to s); the utterance starts at 10 s
+        (12.0, ["okay", "joly"], 11.5),
+        (15.0, ["oh", "hey", "joey", "whats"], 14.0),
+        (18.0, ["oh", "hey", "joey", "vegas"], 17.0),  # the final row
+    ]
+    got = bench.word_delays(10.0, words, rows, final_t=18.0, offset=0.0)
+    assert [d["delay_s"] for d in got] == [4.5, 4.2, 3.9, 1.5]
+    assert [d["any_delay_s"] for d in got] == [1.5, 1.2, 0.9, 1.5]  # "joly" stood at "Joey"'s place
+    assert [d["by_final"] for d in got] == [False, False, False, True]

@@ -256,3 +256,24 @@ def test_text_tune_refuses_bad_settings_in_one_line_before_writing(tmp_path, cap
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "epochs" in err and "\n" not in err
     assert not runs.exists()  # nothing written for a refused run
+
+
+def test_only_folds_needs_a_trained_run_with_the_same_recipe(tmp_path, capsys):
+    import json
+
+    from training.cli import main
+
+    runs = tmp_path / "runs"
+    base = ["text-tune", "--name", "x", "--runs-dir", str(runs), "--epochs", "3"]
+    assert main([*base, "--only-folds"]) == 2  # no --folds
+    assert "--folds K" in capsys.readouterr().err
+    assert main([*base, "--folds", "2", "--only-folds"]) == 2  # nothing trained yet
+    assert "no trained adapter.pt" in capsys.readouterr().err
+    run = runs / "x-s0"
+    run.mkdir(parents=True)
+    (run / "adapter.pt").write_bytes(b"")
+    (run / "result.json").write_text(json.dumps({"config": {"epochs": 2, "context_turns": 4, "seed": 0}}))
+    assert main([*base, "--folds", "2", "--only-folds"]) == 2  # trained for 2 epochs, asked for 3
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "(epochs)" in err and "\n" not in err
+    assert not (run / "fold-0").exists()

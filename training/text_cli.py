@@ -45,6 +45,10 @@ def add_parser(sub) -> None:
     tt.add_argument("--untagged-p", type=float, default=0.5, help="P(a dialogue's speakers are hidden) in training")
     tt.add_argument("--seeds", type=int, nargs="+", default=[0])
     tt.add_argument("--folds", type=int, default=0, help="also train K out-of-fold adapters (by dialogue)")
+    tt.add_argument(
+        "--only-folds", action="store_true",
+        help="with --folds: keep the run's trained adapter.pt and train only the fold adapters beside it",
+    )
     tt.add_argument("--frozen", action="store_true", help="no fine-tuning: logistic regression on frozen vectors")
     tt.add_argument("--max-dialogues", type=int, default=None, help="first N training dialogues (quick runs)")
     tt.add_argument("--data-root", type=Path, default=DEFAULT_ROOT)
@@ -133,13 +137,22 @@ def run(args) -> int:
         untagged_p=args.untagged_p,
         class_weight_power=args.class_weight_power,
     )
+    if args.only_folds:
+        if args.frozen or args.folds < 2:
+            raise ValueError("--only-folds trains fold adapters: give it --folds K (K >= 2) and no --frozen")
+        for seed in args.seeds:
+            _check_trained(base, seed, args.runs_dir / f"{args.name}-s{seed}")
     root = Path(args.data_root)
     _, train = meld_dialogues("train", root)
     train = train[: args.max_dialogues]
     _, val = meld_dialogues("validation", root)
-    sets = _eval_sets(root, args.context_turns)
+    sets = {} if args.only_folds else _eval_sets(root, args.context_turns)
     for seed in args.seeds:
         out = args.runs_dir / f"{args.name}-s{seed}"
+        if args.only_folds:
+            cfg = dataclasses.replace(base, seed=seed)
+            _train_folds(cfg, out, train, val, _noise(train) if cfg.noise_p > 0 else None, args.folds)
+            continue
         out.mkdir(parents=True, exist_ok=True)
         if args.frozen:
             result = _frozen(args, train, sets)
@@ -148,17 +161,33 @@ def run(args) -> int:
             noise = _noise(train) if cfg.noise_p > 0 else None
             model, result = tune(cfg, train, val, noise, sets)
             save_adapter(model, cfg, result, out / "adapter.pt")
-            for k, held in enumerate(folds(train, args.folds, seed)):
-                keep = tuple(d.id for d in train if d.id not in held)
-                fold_cfg = dataclasses.replace(cfg, only_dialogues=keep)
-                fold_model, fold_result = tune(fold_cfg, train, val, noise, {})
-                fold_result["held_dialogues"] = sorted(held)
-                save_adapter(fold_model, fold_cfg, fold_result, out / f"fold-{k}" / "adapter.pt")
+            _train_folds(cfg, out, train, val, noise, args.folds)
         (out / "result.json").write_text(json.dumps(result, indent=1))
         log.info("%s: %s", out, json.dumps(result["scores"]))
         print(f"{out}: " + " ".join(
             f"{k} {v:.4f}" for k, v in result["scores"].items()))
     return 0
+
+
+def _train_folds(cfg: TuneConfig, out: Path, train, val, noise, k: int) -> None:
+    for i, held in enumerate(folds(train, k, cfg.seed)):
+        keep = tuple(d.id for d in train if d.id not in held)
+        fold_cfg = dataclasses.replace(cfg, only_dialogues=keep)
+        fold_model, fold_result = tune(fold_cfg, train, val, noise, {})
+        fold_result["held_dialogues"] = sorted(held)
+        save_adapter(fold_model, fold_cfg, fold_result, out / f"fold-{i}" / "adapter.pt")
+
+
+def _check_trained(base: TuneConfig, seed: int, out: Path) -> None:
+    """``--only-folds`` adds fold adapters to a trained run: the flags must repeat its recipe."""
+    done = out / "result.json"
+    if not (out / "adapter.pt").is_file() or not done.is_file():
+        raise ValueError(f"--only-folds: {out} holds no trained adapter.pt and result.json; run without --only-folds")
+    cfg = dataclasses.asdict(dataclasses.replace(base, seed=seed))
+    trained = json.loads(done.read_text()).get("config", {})
+    differ = sorted(f for f, v in cfg.items() if f in trained and trained[f] != v)
+    if differ:
+        raise ValueError(f"--only-folds: {out} was trained with other settings ({', '.join(differ)}); give its flags")
 
 
 def folds(train, k: int, seed: int) -> list[set[str]]:

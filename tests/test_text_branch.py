@@ -178,6 +178,19 @@ def test_training_vectors_come_out_of_fold(tmp_path, trained_adapter):
     )
 
 
+def test_out_of_fold_without_fold_adapters_says_the_vectors_are_in_sample(tmp_path, trained_adapter, caplog):
+    from training.data.records import DatasetSplit, Dialogue, Utterance
+    from training.extract import FeatureStore
+    from training.text_features import split_vectors
+
+    lone = _adapter_file(tmp_path / "lone" / "adapter.pt", trained_adapter)
+    train = DatasetSplit("mixed", "train", (Dialogue("dia1", (Utterance("dia1", 0, "s0", text="hi", label="joy"),)),),
+                         tuple(LABELS))
+    with caplog.at_level("WARNING", logger="training.text_features"):
+        split_vectors(train, ["hi"], lone, True, FeatureStore(tmp_path / "s.npz"))
+    assert "no fold adapters" in caplog.text and "in sample" in caplog.text
+
+
 class ContextFeatures:
     """Records the dialogue context each line's text vector was computed with."""
 

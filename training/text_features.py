@@ -123,6 +123,11 @@ def split_vectors(
         path = str(Path(source).resolve())
         context_turns = int(read_adapter_file(path)["context_turns"])
         folds = fold_files(path) if out_of_fold and split.name == "train" else []
+        if out_of_fold and split.name == "train" and not folds:
+            log.warning(
+                "no fold adapters beside %s: the training split's text vectors are in sample "
+                "(text-tune --folds K makes them out of fold)", path,
+            )
         encoders = [adapter_encoder(path)] + [adapter_encoder(str(f.resolve())) for f, _ in folds]
     line_fold: dict[str, int] | None = None
     jobs: list[tuple[int, str, str | None, int]] = []  # (row, line, context, encoder)

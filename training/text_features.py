@@ -150,11 +150,18 @@ def split_vectors(
         hashlib.sha1(f"{encoders[e].id}\n{c or ''}\n{t}".encode()).hexdigest() for _, t, c, e in jobs
     ]
     for e, enc in enumerate(encoders):
-        todo = sorted({(k, t, c) for k, (_, t, c, w) in zip(keys, jobs) if w == e and k not in store})
-        for lo in range(0, len(todo), 256):
+        # by length over the whole split: a batch costs its longest input, so similar lengths waste no padding
+        todo = sorted(
+            {(k, t, c) for k, (_, t, c, w) in zip(keys, jobs) if w == e and k not in store},
+            key=lambda ktc: (len(ktc[1]) + len(ktc[2] or ""), ktc[0]),
+        )
+        for n, lo in enumerate(range(0, len(todo), 256), 1):
             chunk = todo[lo : lo + 256]
             for (k, _, _), vec in zip(chunk, enc.embed([t for _, t, _ in chunk], [c for _, _, c in chunk])):
                 store.put(k, vec)
+            if n % 8 == 0:  # a long split keeps what it has done if the run is stopped
+                store.save()
+                log.info("text vectors of %s-%s: %d of %d lines", split.dataset, split.name, lo + len(chunk), len(todo))
         store.save()
     log.info(
         "text vectors of %s-%s: %d utterances, %d through fold adapters",

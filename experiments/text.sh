@@ -22,3 +22,8 @@ $py -m training text-tune --name mpnet-frozen-ctx0 --encoder sentence-transforme
 $py -m training text-tune --name mpnet-lora6-ctx0-ce --encoder sentence-transformers/all-mpnet-base-v2 --context-turns 0 --lora-layers 6 --epochs 3 --class-weight-power 0 --noise-p 0.3
 $py -m training text-tune --name mpnet-lora6-ctx2-ce --encoder sentence-transformers/all-mpnet-base-v2 --context-turns 2 --lora-layers 6 --epochs 2 --class-weight-power 0 --noise-p 0.3
 $py -m training text-tune --name mpnet-lora6-ctx2-ce-e3 --encoder sentence-transformers/all-mpnet-base-v2 --context-turns 2 --lora-layers 6 --epochs 3 --class-weight-power 0 --noise-p 0.3
+# session 13: the out-of-fold adapters of the 3-epoch mpnet run (2 folds by dialogue, same recipe; ~55 min each
+# on the shared 2 cores; fold validation 0.624 and 0.618), then the fusion's features with them
+$py -m training text-tune --name mpnet-lora6-ctx2-ce-e3 --encoder sentence-transformers/all-mpnet-base-v2 --context-turns 2 --lora-layers 6 --epochs 3 --class-weight-power 0 --noise-p 0.3 --folds 2 --only-folds
+# next (not run yet): NAME=bundle-tuned TEXT_ADAPTER=runs/text/mpnet-lora6-ctx2-ce-e3-s0/adapter.pt EXTRA="--text-dropout 0.5" \
+#   OPTIONS="--option words_text=asr --option augment_copies=2" LVO_DIALOGUES=16 LVO_OUT=runs/lvo16 bash experiments/bundle.sh

@@ -147,18 +147,18 @@ def run(args) -> int:
     train = train[: args.max_dialogues]
     _, val = meld_dialogues("validation", root)
     sets = {} if args.only_folds else _eval_sets(root, args.context_turns)
+    # stateless (each run passes its own seeded rng): built once for every seed
+    noise = _noise(train) if base.noise_p > 0 and not args.frozen else None
     for seed in args.seeds:
         out = args.runs_dir / f"{args.name}-s{seed}"
         if args.only_folds:
-            cfg = dataclasses.replace(base, seed=seed)
-            _train_folds(cfg, out, train, val, _noise(train) if cfg.noise_p > 0 else None, args.folds)
+            _train_folds(dataclasses.replace(base, seed=seed), out, train, val, noise, args.folds)
             continue
         out.mkdir(parents=True, exist_ok=True)
         if args.frozen:
             result = _frozen(args, train, sets)
         else:
             cfg = dataclasses.replace(base, seed=seed)
-            noise = _noise(train) if cfg.noise_p > 0 else None
             model, result = tune(cfg, train, val, noise, sets)
             save_adapter(model, cfg, result, out / "adapter.pt")
             _train_folds(cfg, out, train, val, noise, args.folds)

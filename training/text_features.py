@@ -122,8 +122,9 @@ def split_vectors(
     else:
         path = str(Path(source).resolve())
         context_turns = int(read_adapter_file(path)["context_turns"])
-        folds = fold_files(path) if out_of_fold and split.name == "train" else []
-        if out_of_fold and split.name == "train" and not folds:
+        want_folds = out_of_fold and split.name == "train"
+        folds = fold_files(path) if want_folds else []
+        if want_folds and not folds:
             log.warning(
                 "no fold adapters beside %s: the training split's text vectors are in sample "
                 "(text-tune --folds K makes them out of fold)", path,

@@ -25,5 +25,14 @@ $py -m training text-tune --name mpnet-lora6-ctx2-ce-e3 --encoder sentence-trans
 # session 13: the out-of-fold adapters of the 3-epoch mpnet run (2 folds by dialogue, same recipe; ~55 min each
 # on the shared 2 cores; fold validation 0.624 and 0.618), then the fusion's features with them
 $py -m training text-tune --name mpnet-lora6-ctx2-ce-e3 --encoder sentence-transformers/all-mpnet-base-v2 --context-turns 2 --lora-layers 6 --epochs 3 --class-weight-power 0 --noise-p 0.3 --folds 2 --only-folds
-# next (not run yet): NAME=bundle-tuned TEXT_ADAPTER=runs/text/mpnet-lora6-ctx2-ce-e3-s0/adapter.pt EXTRA="--text-dropout 0.5" \
-#   OPTIONS="--option words_text=asr --option augment_copies=2" LVO_DIALOGUES=16 LVO_OUT=runs/lvo16 bash experiments/bundle.sh
+# session 14: the bundle's recipe on those vectors (out of fold), its in-sample twin, and the channel arbiter on it
+# (docs/results.md, "Session 14"; neither installed)
+A=runs/text/mpnet-lora6-ctx2-ce-e3-s0/adapter.pt
+O="--option words_text=asr --option augment_copies=2"
+NAME=bundle-tuned TEXT_ADAPTER=$A EXTRA="--text-dropout 0.5" OPTIONS="$O" LVO_DIALOGUES=16 LVO_OUT=runs/lvo16 bash experiments/bundle.sh
+NAME=bundle-tuned-insample TEXT_ADAPTER=$A EXTRA="--text-dropout 0.5 --in-sample-text" OPTIONS="$O" LVO_DIALOGUES=16 \
+  LVO_OUT=runs/lvo16 bash experiments/bundle.sh
+$py -m training lvo --out runs/lvo16 --dialogues 16   # the installed bundle on the same recordings, same code
+$py -m training arbiter runs/bundle-tuned-s0/model.pt --dataset mixed --option words_text=asr --out runs/arbiter/bundle-tuned-arbiter.pt
+$py -m training lvo --out runs/lvo16 --dialogues 16 --model runs/arbiter/bundle-tuned-arbiter.pt \
+  --sets voice-ravdess voice-other words-espeak words-engines paired

@@ -113,6 +113,10 @@ def test_evaluate_and_compare(run_dir, capsys):
     voice_only = evaluate(run_dir, run_dir / "eval-no-text.json", "--hide", "text")
     # the same utterances, other probabilities (a tiny 2-epoch model may still predict the same classes)
     assert voice_only["n"] == evaluated["n"] and voice_only["ece_uncalibrated"] != evaluated["ece_uncalibrated"]
+    # the voice alone is calibrated by its own temperature, as the live events' channels are
+    ck = models.load(run_dir / "runs" / "tiny-s0" / "model.pt")
+    assert voice_only["temperature"] == pytest.approx(ck.meta["channel_temperatures"]["audio"])
+    assert evaluated["temperature"] == pytest.approx(ck.temperature)
     capsys.readouterr()
     assert main(["compare", *map(str, sorted((run_dir / "runs").iterdir()))]) == 0
     table = capsys.readouterr().out
@@ -189,6 +193,22 @@ def test_arbiter_is_fitted_on_validation_and_evaluate_scores_through_it(run_dir,
     assert judged_metrics["n"] == metrics["n"]
     assert judged_metrics["weighted_f1"] == pytest.approx(judged.meta["arbiter_scores"]["test"]["arbiter"], abs=1e-4)
     assert judged_metrics["fused"]["weighted_f1"] == pytest.approx(metrics["weighted_f1"], abs=1e-4)
+
+
+def test_a_channel_alone_is_scored_with_its_own_temperature():
+    from types import SimpleNamespace
+
+    from training.evaluate import answer_temperature
+    from training.trainer import FeatureDialogue
+
+    ck = SimpleNamespace(temperature=1.5, meta={"channel_temperatures": {"audio": 1.2, "text": 2.0}})
+    both = [FeatureDialogue("d", [{"audio_present": True, "text_present": True}] * 2, [0, 1])]
+    words = [FeatureDialogue("d", [{"audio_present": False, "text_present": True}] * 2, [0, 1])]
+    voice = [FeatureDialogue("d", [{"audio_present": True, "text_present": False}] * 2, [0, 1])]
+    some_voice = [FeatureDialogue("d", [{"audio_present": False, "text_present": True}, both[0].utterances[0]], [0, 1])]
+    assert answer_temperature(ck, both) == 1.5 and answer_temperature(ck, some_voice) == 1.5
+    assert answer_temperature(ck, words) == 2.0 and answer_temperature(ck, voice) == 1.2
+    assert answer_temperature(SimpleNamespace(temperature=1.5, meta={}), words) == 1.5  # older checkpoints
 
 
 def test_mixed_scores_are_broken_down_by_part_in_prediction_order():

@@ -90,7 +90,7 @@ def evaluate_checkpoint(
         metrics = classification_metrics(y, logits, ck.labels)
     else:
         logits, y = predict(ck.model, dialogues, 32, next(ck.model.parameters()).device)
-        metrics = classification_metrics(y, logits, ck.labels, ck.temperature)
+        metrics = classification_metrics(y, logits, ck.labels, answer_temperature(ck, dialogues))
     if dataset == "mixed":
         parts = part_of_each_utterance(dialogues)
         metrics["by_part"] = {
@@ -102,6 +102,21 @@ def evaluate_checkpoint(
             for name in sorted(set(parts))
         }
     return metrics
+
+
+def answer_temperature(ck: models.Checkpoint, dialogues: list) -> float:
+    """The temperature that calibrates the answer scored here: a channel's own (fitted with the
+    other channel withheld, as the live events' ``channels`` use it) when the other channel is
+    absent from every utterance, e.g. MELD with ``audio=False`` or ``--hide audio``; else the
+    fused one. The fused temperature on a words-alone answer misstates its confidence (ECE)."""
+    temps = ck.meta.get("channel_temperatures") or {}
+    present = {
+        m: any(bool(u.get(f"{m}_present", m in u)) for d in dialogues for u in d.utterances) for m in ("audio", "text")
+    }
+    for keep, absent in (("text", "audio"), ("audio", "text")):
+        if present[keep] and not present[absent] and keep in temps:
+            return float(temps[keep])
+    return ck.temperature
 
 
 def part_of_each_utterance(dialogues: list) -> np.ndarray:

@@ -160,7 +160,7 @@ def split_vectors(
             chunk = todo[lo : lo + 256]
             for (k, _, _), vec in zip(chunk, enc.embed([t for _, t, _ in chunk], [c for _, _, c in chunk])):
                 store.put(k, vec)
-            if n % 8 == 0:  # a long split keeps what it has done if the run is stopped
+            if n % 8 == 0 and lo + len(chunk) < len(todo):  # a long split keeps what it has done if stopped
                 store.save()
                 log.info("text vectors of %s-%s: %d of %d lines", split.dataset, split.name, lo + len(chunk), len(todo))
         store.save()

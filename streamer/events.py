@@ -30,8 +30,8 @@ class UtteranceEvent:
     latency_ms: dict[str, float] = field(default_factory=dict)
     error: str | None = None
     #: What each channel says on its own (the model with the other one withheld):
-    #: ``{"audio": {"label": ..., "confidence": ...}, "text": {...}}``, so a user sees which
-    #: channel decided; empty for single-channel models and failed utterances.
+    #: ``{"audio": {"label": ..., "confidence": ..., "probs": {label: p}}, "text": {...}}``, so a
+    #: user sees which channel decided; empty for single-channel models and failed utterances.
     channels: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: Tracked speakers heard at once in this utterance (``speaker`` is then None: not a guess).
     overlap: tuple[str, ...] = ()

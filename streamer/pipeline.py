@@ -231,7 +231,11 @@ class UtteranceProcessor:
         best = int(probs.argmax())
         probs_by_label = {label: round(float(p), 4) for label, p in zip(self.labels, probs)}
         channels = {
-            name: {"label": self.labels[int(p.argmax())], "confidence": round(float(p.max()), 4)}
+            name: {
+                "label": self.labels[int(p.argmax())],
+                "confidence": round(float(p.max()), 4),
+                "probs": {label: round(float(q), 4) for label, q in zip(self.labels, p)},
+            }
             for name, p in self.classifier.last_channels.items()
         }
         return UtteranceEvent(

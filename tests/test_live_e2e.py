@@ -85,6 +85,9 @@ def test_replay_demo_through_the_real_pipeline(checkpoint, tmp_path, capsys):
         # the bundled model's audio features come from the ASR's encoder pass: no separate audio stage
         assert {"asr", "text", "model", "total"} <= e["latency_ms"].keys() and "whisper_features" not in e["latency_ms"]
         assert set(e["channels"]) == {"audio", "text"} and e["channels"]["text"]["label"] in LABELS
+        for channel in e["channels"].values():  # each channel's answer is the top of its own distribution
+            assert max(channel["probs"], key=channel["probs"].get) == channel["label"]
+            assert abs(sum(channel["probs"].values()) - 1) < 0.01
     wer = word_error_rate(" ".join(t.text for t in truth), " ".join(e["text"] for e in events))
     assert wer < 0.35, f"transcripts too far from the script (WER {wer:.2f})"
     printed = capsys.readouterr().out.strip().splitlines()

@@ -66,7 +66,8 @@ def test_each_channel_is_scored_alone_on_the_same_utterances(tmp_path, monkeypat
         # a model that names its channels only on the second recording: the first counts as missed there
         "a": align(truth, [Segment(0, 1, label="joy"), Segment(2, 3, label="anger")]),
         "b": align(truth, [Segment(0, 1, label="joy", channels=(("text", "joy"),)),
-                           Segment(2, 3, label="joy", channels=(("text", "anger"),))]),
+                           Segment(2, 3, label="joy", channels=(("text", "anger"),),
+                                   probs={"fused": {"joy": 0.6, "anger": 0.4}, "text": {"joy": 0.3, "anger": 0.7}})]),
     }
     monkeypatch.setattr(lvo, "evaluate_recording", lambda rec, *a, **k: {**results[rec.stem], "wer": 0.0})
     scores = lvo.evaluate_sets(tmp_path, None, ["words-espeak"])["words-espeak"]
@@ -77,6 +78,9 @@ def test_each_channel_is_scored_alone_on_the_same_utterances(tmp_path, monkeypat
     assert [(r["true"], r["pred"], r["text"]) for r in rows] == [
         ("joy", "joy", MISSED), ("anger", "anger", MISSED), ("joy", "joy", "joy"), ("anger", "joy", "anger")
     ]
+    # the distributions ride along where the model gave them, for combination rules scored offline
+    assert [r.get("probs") for r in rows] == [None, None, None, {"fused": {"joy": 0.6, "anger": 0.4},
+                                                                 "text": {"joy": 0.3, "anger": 0.7}}]
     assert "text 0.667" in lvo.table({"words-espeak": scores})  # recall 1/2, precision 1 per class
 
 

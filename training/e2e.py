@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +33,9 @@ class Segment:
     confidence: float = 1.0
     #: What each channel said on its own (``{"audio": label, "text": label}``), where the model tells.
     channels: tuple[tuple[str, str], ...] = ()
+    #: The distributions behind the answers: ``{"fused": {label: p}, "audio": {...}, "text": {...}}``
+    #: (kept so combination rules can be scored on the same utterances without a second replay).
+    probs: dict[str, dict[str, float]] = field(default_factory=dict, compare=False)
 
 
 def read_truth(path: Path) -> list[Segment]:
@@ -87,6 +90,7 @@ def align(truth: list[Segment], pred: list[Segment], min_overlap_s: float = 0.2)
             per_truth[i].append(j)
     merged = sum(1 for p in pred if sum(overlap(t, p) >= min_overlap_s for t in truth) > 1)
     labels_true, labels_pred, confidences, speakers, missed = [], [], [], [], 0
+    probs: list[dict[str, dict[str, float]]] = []
     by_channel: dict[str, dict[int, str]] = {}
     for i, t in enumerate(truth):
         # its own predictions, else one that merged it with a neighbour (it was heard, and labelled)
@@ -97,6 +101,7 @@ def align(truth: list[Segment], pred: list[Segment], min_overlap_s: float = 0.2)
         speakers.append(t.speaker)
         labels_pred.append(pred[best].label if best is not None and pred[best].label else MISSED)
         confidences.append(pred[best].confidence if best is not None and pred[best].label else 0.0)
+        probs.append(pred[best].probs if best is not None and pred[best].label else {})
         for name, label in pred[best].channels if best is not None else ():
             by_channel.setdefault(name, {})[i] = label
     return {
@@ -109,6 +114,7 @@ def align(truth: list[Segment], pred: list[Segment], min_overlap_s: float = 0.2)
         "labels_true": labels_true,
         "labels_pred": labels_pred,
         "confidences": confidences,
+        "probs": probs,
         "speakers_true": speakers,
         # each channel's own answer per truth, where the model gives one (missed otherwise)
         "labels_channels": {c: [got.get(i, MISSED) for i in range(len(truth))] for c, got in by_channel.items()},
@@ -174,6 +180,7 @@ def evaluate_recording(recording: Path, truth_path: Path, checkpoint: Path | Non
             e.speaker,
             e.confidence,
             tuple((c, v["label"]) for c, v in sorted(e.channels.items()) if v.get("label")),
+            {"fused": dict(e.probs)} | {c: dict(v["probs"]) for c, v in e.channels.items() if v.get("probs")},
         )
         for e in events
     ]

@@ -154,12 +154,13 @@ def evaluate_sets(
         if name not in LVO_SETS:
             raise ValueError(f"unknown leave-voices-out set {name!r}: choose from {', '.join(LVO_SETS)}")
         recordings = render_set(name, out / "recordings", dialogues, root)
-        y_true, y_pred, conf, wers, speakers, per_recording = [], [], [], [], [], []
+        y_true, y_pred, conf, wers, speakers, per_recording, probs = [], [], [], [], [], [], []
         for rec in recordings:
             r = evaluate_recording(rec, rec.with_suffix(".jsonl"), checkpoint, asr_model=asr_model)
             y_true += r["labels_true"]
             y_pred += r["labels_pred"]
             conf += r["confidences"]
+            probs += r["probs"]
             speakers += r["speakers_true"]
             wers.append(r["wer"])
             per_recording.append((len(r["labels_true"]), r.get("labels_channels", {})))
@@ -172,6 +173,7 @@ def evaluate_sets(
         # every utterance's answers, for confusions and combination rules without a second replay
         scores["utterances"] = [
             {"true": t, "pred": p, "confidence": round(c, 4), "speaker": spk, **{n: alone[n][i] for n in names}}
+            | ({"probs": probs[i]} if probs[i] else {})
             for i, (t, p, c, spk) in enumerate(zip(y_true, y_pred, conf, speakers))
         ]
         scores["coverage"] = coverage_curve(y_true, y_pred, conf)

@@ -124,3 +124,51 @@ def test_class_weights_stop_the_majority_prior_from_deciding():
         logits, y = predict(m, va)
         recall[power] = float((logits.argmax(1)[y == 1] == 1).mean())
     assert recall[0.0] < 0.2 and recall[1.0] > 0.5
+
+
+def _bclstm():
+    torch.manual_seed(0)
+    return models.build(
+        "bclstm", context=ContextConfig("online", 4), audio_dim=6, text_dim=5, num_classes=3, hidden=8, fusion_hidden=8
+    )
+
+
+def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    """Killed after epoch 2 of 5 and resumed, the run takes exactly the uninterrupted run's steps
+    (weights, Adam's moments, every random draw: modality dropout and batch order included)."""
+    import training.trainer as trainer
+    from training.trainer import Resume
+
+    tr, va = synthetic(24, 0), synthetic(8, 1)
+    cfg = TrainConfig(max_epochs=5, batch_size=4, lr=3e-3, patience=5, audio_dropout=0.2, text_dropout=0.2)
+    whole = _bclstm()
+    expected = train(whole, tr, va, cfg)
+
+    state = Resume(tmp_path / "resume.pt", "cfg-a")
+    real_eval, calls = trainer.evaluate_loss, []
+
+    def dies_in_epoch_three(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_eval(*a, **k)
+
+    monkeypatch.setattr(trainer, "evaluate_loss", dies_in_epoch_three)
+    with pytest.raises(KeyboardInterrupt):
+        train(_bclstm(), tr, va, cfg, resume=state)
+    monkeypatch.setattr(trainer, "evaluate_loss", real_eval)
+    assert torch.load(state.path, weights_only=True)["epoch"] == 1
+
+    resumed = _bclstm()  # a fresh process: new initial weights, replaced by the saved ones
+    got = train(resumed, tr, va, cfg, resume=Resume(state.path, "cfg-a", load=True))
+    assert [h["val_loss"] for h in got.history] == pytest.approx([h["val_loss"] for h in expected.history])
+    assert got.best_epoch == expected.best_epoch and got.seconds_before > 0
+    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
+        assert torch.allclose(a, b), name
+
+    # a finished state trains no further; another configuration's state is refused in one sentence
+    again = _bclstm()
+    assert len(train(again, tr, va, cfg, resume=Resume(state.path, "cfg-a", load=True)).history) == 5
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), resumed.state_dict().values()))
+    with pytest.raises(ValueError, match="other settings.*delete it"):
+        train(_bclstm(), tr, va, cfg, resume=Resume(state.path, "cfg-b", load=True))

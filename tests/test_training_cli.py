@@ -61,6 +61,7 @@ def test_run_writes_everything_and_the_live_loader_accepts_it(run_dir):
         "confusion_test.png",
     ):
         assert (out / name).is_file(), name
+    assert not (out / "resume.pt").exists()  # the per-epoch training state goes once the run is written
     metrics = json.loads((out / "metrics.json").read_text())
     for split in ("validation", "test"):
         m = metrics[split]
@@ -169,6 +170,10 @@ def test_same_seed_same_model(run_dir, tmp_path):
     first = models.load(run_dir / "runs" / "tiny-s0" / "model.pt").model.state_dict()
     again = models.load(tmp_path / "again-s0" / "model.pt").model.state_dict()
     assert first.keys() == again.keys() and all(torch.equal(first[k], again[k]) for k in first)
+    # --resume keeps a run that finished with the same settings instead of training it again
+    written = (tmp_path / "again-s0" / "model.pt").stat().st_mtime_ns
+    assert main([*argv, "--resume"]) == 0
+    assert (tmp_path / "again-s0" / "model.pt").stat().st_mtime_ns == written
 
 
 def test_arbiter_is_fitted_on_validation_and_evaluate_scores_through_it(run_dir, capsys):

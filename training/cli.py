@@ -212,6 +212,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="causal per-speaker normalisation of the audio vector (mixed: per speaker or per session)",
     )
     tr.add_argument("--skip-test", action="store_true", help="train and validate only (score the test split later)")
+    tr.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue interrupted runs from their last finished epoch (each run keeps RUNS_DIR/NAME-sSEED/"
+        "resume.pt while it trains) and skip seeds whose run with the same settings already finished",
+    )
     tr.add_argument("--norm-prior-weight", type=float, default=4.0, help="utterances' worth of trust in the prior")
 
     ev = sub.add_parser("evaluate", help="score a checkpoint on a dataset split")
@@ -313,7 +319,7 @@ def cmd_extract(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from training.experiment import RunConfig, run
+    from training.experiment import RunConfig, finished_metrics, run
 
     model_options = _model_options(args)
     given = dict(
@@ -353,7 +359,11 @@ def cmd_train(args) -> int:
             runs_dir=args.runs_dir,
             splits=_roles_without_test(args.dataset) if args.skip_test else None,
         )
-        m = run(cfg)
+        m = finished_metrics(cfg) if args.resume else None
+        if m is not None:
+            log.info("%s finished earlier with the same settings: kept", cfg.name)
+        else:
+            m = run(cfg, resume=args.resume)
         v = m["validation"]
         rows.append(m)
         print(

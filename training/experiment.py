@@ -25,7 +25,7 @@ from training.extract import ExtractConfig, SplitFeatures, extract_split
 from training.losses import IGNORE
 from training.metrics import classification_metrics, fit_temperature, plot_confusion
 from training.recipes import describe
-from training.trainer import FeatureDialogue, TrainConfig, predict, train
+from training.trainer import FeatureDialogue, Resume, TrainConfig, predict, train
 
 log = logging.getLogger(__name__)
 
@@ -230,8 +230,33 @@ def dataset_options(dataset: str, options: dict[str, Any], needs: tuple[str, ...
     return {**options, "audio": False}
 
 
-def run(cfg: RunConfig) -> dict:
-    """Train and evaluate one configuration; returns the metrics dict (also written to disk)."""
+RESUME_FILE = "resume.pt"
+
+
+def fingerprint(cfg: RunConfig) -> str:
+    """The configuration as one string: what a saved training state must have been made with."""
+    return json.dumps(dataclasses.asdict(cfg), sort_keys=True, default=str)
+
+
+def finished_metrics(cfg: RunConfig) -> dict | None:
+    """The metrics of a run of exactly ``cfg`` that completed (no training state left behind), else None."""
+    out_dir = Path(cfg.runs_dir) / cfg.name
+    try:
+        if (out_dir / RESUME_FILE).exists() or not (out_dir / "model.pt").is_file():
+            return None
+        stored = json.loads((out_dir / "config.json").read_text())
+        if json.dumps(stored, sort_keys=True) != json.dumps(json.loads(fingerprint(cfg)), sort_keys=True):
+            return None
+        return json.loads((out_dir / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def run(cfg: RunConfig, resume: bool = False) -> dict:
+    """Train and evaluate one configuration; returns the metrics dict (also written to disk).
+
+    The training loop saves its state in the run's folder after every epoch (removed when the
+    run is written); ``resume`` continues an interrupted run from it."""
     t_start = time.time()
     out_dir = Path(cfg.runs_dir) / cfg.name
     roles = cfg.splits or SPLIT_ROLES.get(cfg.dataset, ("train", "validation", "test"))
@@ -282,7 +307,8 @@ def run(cfg: RunConfig) -> dict:
         )
         for role in splits
     }
-    result = train(model, data["train"], data["val"], cfg.train)
+    state = Resume(out_dir / RESUME_FILE, fingerprint(cfg), load=resume)
+    result = train(model, data["train"], data["val"], cfg.train, resume=state)
     device = next(model.parameters()).device
     val_logits, val_y = predict(model, data["val"], cfg.train.batch_size, device)
     temperature = fit_temperature(val_logits, val_y)
@@ -301,7 +327,7 @@ def run(cfg: RunConfig) -> dict:
     if "test" in data:
         test_logits, test_y = predict(model, data["test"], cfg.train.batch_size, device)
         metrics["test"] = classification_metrics(test_y, test_logits, labels, temperature)
-    metrics["seconds"] = round(time.time() - t_start, 1)
+    metrics["seconds"] = round(time.time() - t_start + result.seconds_before, 1)
     meta = {
         "dataset": cfg.dataset,
         "splits": [r for r in roles if r],
@@ -326,6 +352,7 @@ def run(cfg: RunConfig) -> dict:
                 plot_confusion(
                     metrics[role]["confusion"], labels, out_dir / f"confusion_{role}.png", f"{cfg.name} {role}"
                 )
+        state.path.unlink(missing_ok=True)  # the run is written: nothing left to resume
     return metrics
 
 

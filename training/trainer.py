@@ -1,5 +1,6 @@
 """The training loop: mini-batches of dialogues, modality dropout, early stopping
-on validation loss, and optional DistributedDataParallel (``torchrun``).
+on validation loss, optional DistributedDataParallel (``torchrun``), and a state saved
+after every epoch so that an interrupted run continues where it stopped (:class:`Resume`).
 
 Data arrive as :class:`FeatureDialogue` lists (per-utterance feature dicts as
 :func:`models.batch.collate` takes them, plus label indices), so the loop knows
@@ -12,7 +13,9 @@ import copy
 import logging
 import math
 import os
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -71,6 +74,25 @@ class TrainResult:
     best_epoch: int
     best_val_loss: float
     history: list[dict] = field(default_factory=list)
+    #: Seconds the loop spent before this process (a resumed run's earlier parts).
+    seconds_before: float = 0.0
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Where the loop saves its whole state after every epoch, and whether to continue from it.
+
+    CPU runs under a paper's recipe take hours; a killed process then loses only the epoch in
+    progress. The state holds the weights, Adam's moments, the best epoch's weights, the history
+    and every random generator the loop draws from, so a resumed run takes exactly the steps the
+    uninterrupted one would have taken (on one process; under ``torchrun`` every rank continues
+    with rank 0's modality-dropout generator). ``fingerprint`` names the run's configuration: a state
+    written under another refuses to load rather than mixing two runs.
+    """
+
+    path: Path
+    fingerprint: str
+    load: bool = False
 
 
 def make_batch(dialogues: list[FeatureDialogue]) -> tuple[Batch, torch.Tensor]:
@@ -209,10 +231,45 @@ def predict(model: EmotionModel, data: list[FeatureDialogue], batch_size: int = 
     return np.concatenate(logits), np.concatenate(ys)
 
 
+def _save_state(resume: Resume, state: dict) -> None:
+    tmp = resume.path.with_name(resume.path.name + ".tmp")
+    resume.path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, tmp)
+    os.replace(tmp, resume.path)  # a kill while writing leaves the previous epoch's state whole
+
+
+def _load_state(resume: Resume, device: torch.device) -> dict | None:
+    if not resume.load:
+        if resume.path.is_file():
+            log.warning("%s holds an unfinished run: starting over (--resume continues it)", resume.path)
+        return None
+    if not resume.path.is_file():
+        log.info("no saved state at %s: starting from the first epoch", resume.path)
+        return None
+    try:
+        state = torch.load(resume.path, map_location=device, weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"{resume.path} is not a readable training state ({exc}); delete it to start over") from None
+    if state.get("fingerprint") != resume.fingerprint:
+        raise ValueError(
+            f"{resume.path} was saved by a run with other settings; train with the same flags to continue it, "
+            "or delete it (or drop --resume) to start over"
+        )
+    log.info("resuming from %s after epoch %d", resume.path, state["epoch"])
+    return state
+
+
 def train(
-    model: EmotionModel, train_set: list[FeatureDialogue], val_set: list[FeatureDialogue], cfg: TrainConfig
+    model: EmotionModel,
+    train_set: list[FeatureDialogue],
+    val_set: list[FeatureDialogue],
+    cfg: TrainConfig,
+    resume: Resume | None = None,
 ) -> TrainResult:
-    """Train in place; on return ``model`` holds the weights of the best validation epoch."""
+    """Train in place; on return ``model`` holds the weights of the best validation epoch.
+
+    With ``resume``, the loop's state is saved after every epoch and, with ``resume.load``,
+    continued from (see :class:`Resume`)."""
     if not train_set or not val_set:
         raise ValueError("training needs at least one training and one validation dialogue")
     device = resolve_device(cfg.device)
@@ -236,7 +293,22 @@ def train(
         log.info("class weights %s", [round(float(x), 3) for x in weight])
         weight = weight.to(device)
     best_state = copy.deepcopy(model.state_dict())
-    for epoch in range(cfg.max_epochs):
+    start, done, t0 = 0, False, time.time()
+    state = _load_state(resume, device) if resume is not None else None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        best_state = state["best_model"]
+        best = TrainResult(state["best_epoch"], state["best_val_loss"], list(state["history"]), state["seconds"])
+        torch.set_rng_state(state["torch_rng"].cpu())
+        gen.set_state(state["gen_rng"].cpu())
+        order_rng.bit_generator.state = state["order_rng"]
+        if device.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
+        start, done = state["epoch"] + 1, state["done"]
+    for epoch in range(start, cfg.max_epochs):
+        if done:
+            break
         model.train()
         order = order_rng.permutation(len(train_set))  # same on every rank, then sharded
         mine = order[rank::world]
@@ -266,7 +338,27 @@ def train(
             best.best_val_loss, best.best_epoch = val_loss, epoch
             best_state = copy.deepcopy(model.state_dict())
         elif epoch - best.best_epoch >= cfg.patience:
-            break
+            done = True
+        if resume is not None and rank == 0:
+            _save_state(
+                resume,
+                {
+                    "fingerprint": resume.fingerprint,
+                    "epoch": epoch,
+                    "done": done or epoch == cfg.max_epochs - 1,
+                    "model": model.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "best_model": best_state,
+                    "best_epoch": best.best_epoch,
+                    "best_val_loss": best.best_val_loss,
+                    "history": best.history,
+                    "seconds": best.seconds_before + time.time() - t0,
+                    "torch_rng": torch.get_rng_state(),
+                    "gen_rng": gen.get_state(),
+                    "order_rng": order_rng.bit_generator.state,
+                    "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                },
+            )
     model.load_state_dict(best_state)
     model.eval()
     return best

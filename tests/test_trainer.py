@@ -172,3 +172,15 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
     assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), resumed.state_dict().values()))
     with pytest.raises(ValueError, match="other settings.*delete it"):
         train(_bclstm(), tr, va, cfg, resume=Resume(state.path, "cfg-b", load=True))
+
+
+def test_a_run_is_known_by_what_it_computes_not_by_its_progress_bars():
+    import dataclasses
+
+    from training.experiment import RunConfig, fingerprint
+    from training.extract import ExtractConfig
+
+    cfg = RunConfig(name="x", extract=ExtractConfig(progress=True, workers=1))
+    quiet = dataclasses.replace(cfg, extract=ExtractConfig(progress=False, workers=2))
+    assert fingerprint(cfg) == fingerprint(quiet)
+    assert fingerprint(cfg) != fingerprint(dataclasses.replace(cfg, train=TrainConfig(lr=2e-4)))

@@ -233,9 +233,22 @@ def dataset_options(dataset: str, options: dict[str, Any], needs: tuple[str, ...
 RESUME_FILE = "resume.pt"
 
 
+#: Settings that change how a run is shown or scheduled, never what it computes.
+_COSMETIC = {"extract": ("progress", "workers")}
+
+
+def _settings(config: dict) -> str:
+    config = json.loads(json.dumps(config, default=str))
+    for section, keys in _COSMETIC.items():
+        for key in keys:
+            config.get(section, {}).pop(key, None)
+    return json.dumps(config, sort_keys=True)
+
+
 def fingerprint(cfg: RunConfig) -> str:
-    """The configuration as one string: what a saved training state must have been made with."""
-    return json.dumps(dataclasses.asdict(cfg), sort_keys=True, default=str)
+    """The configuration as one string: what a saved training state must have been made with
+    (progress bars and worker counts aside)."""
+    return _settings(dataclasses.asdict(cfg))
 
 
 def finished_metrics(cfg: RunConfig) -> dict | None:
@@ -244,8 +257,7 @@ def finished_metrics(cfg: RunConfig) -> dict | None:
     try:
         if (out_dir / RESUME_FILE).exists() or not (out_dir / "model.pt").is_file():
             return None
-        stored = json.loads((out_dir / "config.json").read_text())
-        if json.dumps(stored, sort_keys=True) != json.dumps(json.loads(fingerprint(cfg)), sort_keys=True):
+        if _settings(json.loads((out_dir / "config.json").read_text())) != fingerprint(cfg):
             return None
         return json.loads((out_dir / "metrics.json").read_text())
     except (OSError, ValueError):

@@ -9,5 +9,5 @@ cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 for model in ${ONLY:-bcaf hbaf mcfn gca}; do
   OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} "$PY" -m training train --model "$model" --name "$model-paper" --dataset paired \
-    --recipe paper --context online --window 8 --seeds 0 --runs-dir runs/paired-paper --resume --quiet
+    --recipe paper --context online --window 8 --seeds 0 --runs-dir runs/paired-paper --resume
 done

@@ -54,7 +54,7 @@ def test_explicit_settings_win_and_are_named():
 def test_cli_trains_with_the_recipe_and_records_it(monkeypatch):
     seen = []
 
-    def fake_run(cfg):
+    def fake_run(cfg, resume=False):
         seen.append(cfg)
         return {"validation": {"weighted_f1": 0.5, "accuracy": 0.5}, "best_epoch": 0, "seconds": 0.0}
 

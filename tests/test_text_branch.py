@@ -290,3 +290,45 @@ def test_only_folds_needs_a_trained_run_with_the_same_recipe(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "(epochs)" in err and "\n" not in err
     assert not (run / "fold-0").exists()
+
+
+def test_an_interrupted_fine_tuning_resumes_to_the_same_adapter(tmp_path, monkeypatch):
+    """text-tune's epochs take ~25 min on mpnet here: killed in epoch 2 of 3 and resumed, it ends with the
+    uninterrupted run's LoRA and head weights (AdamW, the one-cycle schedule and every generator saved)."""
+    import training.text_tune as tt
+    from training.data.records import Dialogue, Utterance
+    from training.trainer import Resume
+
+    def dialogue(did, lines):
+        return Dialogue(did, tuple(Utterance(did, i, f"s{i % 2}", text=t, label=lab)
+                                   for i, (t, lab) in enumerate(lines)))  # fmt: skip
+
+    train = [dialogue(f"d{i}", [("I love this so much", "joy"), ("leave me alone", "anger"), ("ok then", "neutral")])
+             for i in range(4)]  # fmt: skip
+    val = [dialogue("v0", [("this is wonderful", "joy"), ("get out", "anger")])]
+    cfg = tt.TuneConfig(context_turns=1, lora_layers=1, lora_rank=2, epochs=3, batch_size=2, noise_p=0.0, max_tokens=24)
+    torch.manual_seed(123)
+    whole, expected = tt.tune(cfg, train, val, None, {})
+
+    real_predict, calls = tt.predict, []
+
+    def dies_in_epoch_two(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_predict(*a, **k)
+
+    state = Resume(tmp_path / "resume.pt", tt.fingerprint(cfg))
+    monkeypatch.setattr(tt, "predict", dies_in_epoch_two)
+    torch.manual_seed(123)
+    with pytest.raises(KeyboardInterrupt):
+        tt.tune(cfg, train, val, None, {}, state)
+    monkeypatch.setattr(tt, "predict", real_predict)
+    torch.manual_seed(7)  # a new process: other initial draws, replaced by the saved state
+    resumed, got = tt.tune(cfg, train, val, None, {}, Resume(state.path, tt.fingerprint(cfg), load=True))
+    assert [h["val_wf1"] for h in got["history"]] == [h["val_wf1"] for h in expected["history"]]
+    a, b = tt._trainable(whole), tt._trainable(resumed)
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k]) for k in a)
+    other = tt.fingerprint(dataclasses.replace(cfg, lr=1e-3))
+    with pytest.raises(ValueError, match="other settings"):
+        tt.tune(cfg, train, val, None, {}, Resume(state.path, other, load=True))

@@ -25,7 +25,8 @@ from pathlib import Path
 from training.asr_text import ErrorRates
 from training.asr_text import load as load_asr
 from training.data.shared import DEFAULT_ROOT, meld_dialogues
-from training.text_tune import AsrNoise, TuneConfig, examples, save_adapter, tune, weighted_f1
+from training.text_tune import AsrNoise, TuneConfig, examples, fingerprint, save_adapter, tune, weighted_f1
+from training.trainer import Resume
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,11 @@ def add_parser(sub) -> None:
     )
     tt.add_argument("--frozen", action="store_true", help="no fine-tuning: logistic regression on frozen vectors")
     tt.add_argument("--max-dialogues", type=int, default=None, help="first N training dialogues (quick runs)")
+    tt.add_argument(
+        "--resume", action="store_true",
+        help="continue interrupted fine-tuning from its last finished epoch (each run and fold keeps resume.pt "
+        "while it trains) and keep adapters that finished with the same settings",
+    )
     tt.add_argument("--data-root", type=Path, default=DEFAULT_ROOT)
 
 
@@ -152,30 +158,65 @@ def run(args) -> int:
     for seed in args.seeds:
         out = args.runs_dir / f"{args.name}-s{seed}"
         if args.only_folds:
-            _train_folds(dataclasses.replace(base, seed=seed), out, train, val, noise, args.folds)
+            _train_folds(dataclasses.replace(base, seed=seed), out, train, val, noise, args.folds, args.resume)
             continue
         out.mkdir(parents=True, exist_ok=True)
         if args.frozen:
             result = _frozen(args, train, sets)
+            (out / "result.json").write_text(json.dumps(result, indent=1))
         else:
             cfg = dataclasses.replace(base, seed=seed)
-            model, result = tune(cfg, train, val, noise, sets)
-            save_adapter(model, cfg, result, out / "adapter.pt")
-            _train_folds(cfg, out, train, val, noise, args.folds)
-        (out / "result.json").write_text(json.dumps(result, indent=1))
+            result = _finished(cfg, out) if args.resume else None
+            if result is None:
+                model, result = tune(cfg, train, val, noise, sets, _state(cfg, out, args.resume))
+                save_adapter(model, cfg, result, out / "adapter.pt")
+                (out / "result.json").write_text(json.dumps(result, indent=1))
+                (out / RESUME_FILE).unlink(missing_ok=True)
+            _train_folds(cfg, out, train, val, noise, args.folds, args.resume)
         log.info("%s: %s", out, json.dumps(result["scores"]))
         print(f"{out}: " + " ".join(
             f"{k} {v:.4f}" for k, v in result["scores"].items()))
     return 0
 
 
-def _train_folds(cfg: TuneConfig, out: Path, train, val, noise, k: int) -> None:
+RESUME_FILE = "resume.pt"
+
+
+def _state(cfg: TuneConfig, out: Path, resume: bool) -> Resume:
+    return Resume(out / RESUME_FILE, fingerprint(cfg), load=resume)
+
+
+def _finished(cfg: TuneConfig, out: Path, held: set[str] | None = None) -> dict | None:
+    """The result of a fine-tuning of exactly ``cfg`` (a fold: holding out ``held``) that completed in
+    ``out`` with no state left behind, else None."""
+    import torch
+
+    try:
+        if (out / RESUME_FILE).exists() or not (out / "adapter.pt").is_file():
+            return None
+        result = torch.load(out / "adapter.pt", map_location="cpu", weights_only=True)["result"]
+    except Exception:  # unreadable or foreign: train it again
+        return None
+    expected = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "only_dialogues"}
+    if json.loads(json.dumps(expected)) != result.get("config"):
+        return None
+    if held is not None and result.get("held_dialogues") != sorted(held):
+        return None
+    log.info("%s finished earlier with the same settings: kept", out)
+    return result
+
+
+def _train_folds(cfg: TuneConfig, out: Path, train, val, noise, k: int, resume: bool = False) -> None:
     for i, held in enumerate(folds(train, k, cfg.seed)):
         keep = tuple(d.id for d in train if d.id not in held)
         fold_cfg = dataclasses.replace(cfg, only_dialogues=keep)
-        fold_model, fold_result = tune(fold_cfg, train, val, noise, {})
+        fold_out = out / f"fold-{i}"
+        if resume and _finished(fold_cfg, fold_out, held) is not None:
+            continue
+        fold_model, fold_result = tune(fold_cfg, train, val, noise, {}, _state(fold_cfg, fold_out, resume))
         fold_result["held_dialogues"] = sorted(held)
-        save_adapter(fold_model, fold_cfg, fold_result, out / f"fold-{i}" / "adapter.pt")
+        save_adapter(fold_model, fold_cfg, fold_result, fold_out / "adapter.pt")
+        (fold_out / RESUME_FILE).unlink(missing_ok=True)
 
 
 def _check_trained(base: TuneConfig, seed: int, out: Path) -> None:

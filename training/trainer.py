@@ -231,14 +231,16 @@ def predict(model: EmotionModel, data: list[FeatureDialogue], batch_size: int = 
     return np.concatenate(logits), np.concatenate(ys)
 
 
-def _save_state(resume: Resume, state: dict) -> None:
+def save_state(resume: Resume, state: dict) -> None:
+    """Write a loop's state (tensors and plain types only) in place of the previous one, atomically."""
     tmp = resume.path.with_name(resume.path.name + ".tmp")
     resume.path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(state, tmp)
     os.replace(tmp, resume.path)  # a kill while writing leaves the previous epoch's state whole
 
 
-def _load_state(resume: Resume, device: torch.device) -> dict | None:
+def load_state(resume: Resume, device: torch.device | str) -> dict | None:
+    """The saved state to continue from (None: start over), or a ValueError naming what to do."""
     if not resume.load:
         if resume.path.is_file():
             log.warning("%s holds an unfinished run: starting over (--resume continues it)", resume.path)
@@ -294,7 +296,7 @@ def train(
         weight = weight.to(device)
     best_state = copy.deepcopy(model.state_dict())
     start, done, t0 = 0, False, time.time()
-    state = _load_state(resume, device) if resume is not None else None
+    state = load_state(resume, device) if resume is not None else None
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
@@ -340,7 +342,7 @@ def train(
         elif epoch - best.best_epoch >= cfg.patience:
             done = True
         if resume is not None and rank == 0:
-            _save_state(
+            save_state(
                 resume,
                 {
                     "fingerprint": resume.fingerprint,

@@ -175,3 +175,18 @@ def err_line(capsys) -> str:
     assert len(err) == 1, err
     assert err[0].startswith("ser-live: error:")
     return err[0]
+
+
+def killed_on_call(module, name: str, call: int, monkeypatch) -> None:
+    """Replace ``module.name`` by the same function that raises KeyboardInterrupt on its ``call``-th
+    call (a process killed mid-run), for the resume tests; ``monkeypatch.undo`` restores it."""
+    real, calls = getattr(module, name), []
+
+    def dies(*a, **k):
+        calls.append(1)
+        if len(calls) == call:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(module, name, dies)
+

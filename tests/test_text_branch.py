@@ -14,6 +14,7 @@ from streamer.frames import FeatureError
 from streamer.text_adapter import TextAdapter, attach_lora, base_fingerprint, extract_adapter, lora_config
 from streamer.text_context import DialogueHistory, Turn, context_input, dialogue_contexts
 from streamer.text_encoder import TextEncoder
+from tests.conftest import killed_on_call
 
 LABELS = ["anger", "disgust", "fear", "joy", "neutral", "sadness", "surprise"]
 
@@ -310,20 +311,12 @@ def test_an_interrupted_fine_tuning_resumes_to_the_same_adapter(tmp_path, monkey
     torch.manual_seed(123)
     whole, expected = tt.tune(cfg, train, val, None, {})
 
-    real_predict, calls = tt.predict, []
-
-    def dies_in_epoch_two(*a, **k):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real_predict(*a, **k)
-
     state = Resume(tmp_path / "resume.pt", tt.fingerprint(cfg))
-    monkeypatch.setattr(tt, "predict", dies_in_epoch_two)
+    killed_on_call(tt, "predict", 2, monkeypatch)  # in epoch two
     torch.manual_seed(123)
     with pytest.raises(KeyboardInterrupt):
         tt.tune(cfg, train, val, None, {}, state)
-    monkeypatch.setattr(tt, "predict", real_predict)
+    monkeypatch.undo()
     torch.manual_seed(7)  # a new process: other initial draws, replaced by the saved state
     resumed, got = tt.tune(cfg, train, val, None, {}, Resume(state.path, tt.fingerprint(cfg), load=True))
     assert [h["val_wf1"] for h in got["history"]] == [h["val_wf1"] for h in expected["history"]]

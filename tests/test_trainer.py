@@ -6,6 +6,7 @@ import torch
 
 import models
 from models import ContextConfig, collate
+from tests.conftest import killed_on_call
 from training.trainer import FeatureDialogue, TrainConfig, class_weights, make_batch, modality_dropout, predict, train
 
 
@@ -145,18 +146,10 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
     expected = train(whole, tr, va, cfg)
 
     state = Resume(tmp_path / "resume.pt", "cfg-a")
-    real_eval, calls = trainer.evaluate_loss, []
-
-    def dies_in_epoch_three(*a, **k):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real_eval(*a, **k)
-
-    monkeypatch.setattr(trainer, "evaluate_loss", dies_in_epoch_three)
+    killed_on_call(trainer, "evaluate_loss", 3, monkeypatch)  # in epoch three
     with pytest.raises(KeyboardInterrupt):
         train(_bclstm(), tr, va, cfg, resume=state)
-    monkeypatch.setattr(trainer, "evaluate_loss", real_eval)
+    monkeypatch.undo()
     assert torch.load(state.path, weights_only=True)["epoch"] == 1
 
     resumed = _bclstm()  # a fresh process: new initial weights, replaced by the saved ones

@@ -25,7 +25,7 @@ from training.extract import ExtractConfig, SplitFeatures, extract_split
 from training.losses import IGNORE
 from training.metrics import classification_metrics, fit_temperature, plot_confusion
 from training.recipes import describe
-from training.trainer import FeatureDialogue, Resume, TrainConfig, predict, train
+from training.trainer import RESUME_FILE, FeatureDialogue, Resume, TrainConfig, predict, train
 
 log = logging.getLogger(__name__)
 
@@ -228,9 +228,6 @@ def dataset_options(dataset: str, options: dict[str, Any], needs: tuple[str, ...
     if "audio" not in {f.name for f in dataclasses.fields(DATASETS[dataset].options)}:
         return options
     return {**options, "audio": False}
-
-
-RESUME_FILE = "resume.pt"
 
 
 #: Settings that change how a run is shown or scheduled, never what it computes.

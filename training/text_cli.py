@@ -25,8 +25,17 @@ from pathlib import Path
 from training.asr_text import ErrorRates
 from training.asr_text import load as load_asr
 from training.data.shared import DEFAULT_ROOT, meld_dialogues
-from training.text_tune import AsrNoise, TuneConfig, examples, fingerprint, save_adapter, tune, weighted_f1
-from training.trainer import Resume
+from training.text_tune import (
+    AsrNoise,
+    TuneConfig,
+    examples,
+    fingerprint,
+    recorded_config,
+    save_adapter,
+    tune,
+    weighted_f1,
+)
+from training.trainer import RESUME_FILE, Resume
 
 log = logging.getLogger(__name__)
 
@@ -179,9 +188,6 @@ def run(args) -> int:
     return 0
 
 
-RESUME_FILE = "resume.pt"
-
-
 def _state(cfg: TuneConfig, out: Path, resume: bool) -> Resume:
     return Resume(out / RESUME_FILE, fingerprint(cfg), load=resume)
 
@@ -197,8 +203,7 @@ def _finished(cfg: TuneConfig, out: Path, held: set[str] | None = None) -> dict 
         result = torch.load(out / "adapter.pt", map_location="cpu", weights_only=True)["result"]
     except Exception:  # unreadable or foreign: train it again
         return None
-    expected = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "only_dialogues"}
-    if json.loads(json.dumps(expected)) != result.get("config"):
+    if json.loads(json.dumps(recorded_config(cfg))) != result.get("config"):
         return None
     if held is not None and result.get("held_dialogues") != sorted(held):
         return None

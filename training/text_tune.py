@@ -200,6 +200,11 @@ def wait_while_quiet() -> None:
         time.sleep(2)
 
 
+def recorded_config(cfg: TuneConfig) -> dict:
+    """The settings a result and its adapter file record (fold ids aside: a fold records its held dialogues)."""
+    return {k: v for k, v in asdict(cfg).items() if k != "only_dialogues"}
+
+
 def fingerprint(cfg: TuneConfig) -> str:
     """The settings a saved fine-tuning state must have been made with (fold ids included)."""
     return json.dumps(asdict(cfg), sort_keys=True, default=str)
@@ -284,7 +289,7 @@ def tune(
             )
     model.load_state_dict(best_state, strict=False)
     scores = {name: weighted_f1(y, predict(model, t, c).argmax(1)) for name, (t, c, y) in evals.items()}
-    result = {"config": {k: v for k, v in asdict(cfg).items() if k != "only_dialogues"}, "history": history}
+    result = {"config": recorded_config(cfg), "history": history}
     result["validation_wf1"] = best
     result["scores"] = scores
     return model, result

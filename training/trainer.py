@@ -78,6 +78,10 @@ class TrainResult:
     seconds_before: float = 0.0
 
 
+#: The file, in a run's folder, that holds its training state until the run is written.
+RESUME_FILE = "resume.pt"
+
+
 @dataclass(frozen=True)
 class Resume:
     """Where the loop saves its whole state after every epoch, and whether to continue from it.

@@ -325,3 +325,23 @@ def test_an_interrupted_fine_tuning_resumes_to_the_same_adapter(tmp_path, monkey
     other = tt.fingerprint(dataclasses.replace(cfg, lr=1e-3))
     with pytest.raises(ValueError, match="other settings"):
         tt.tune(cfg, train, val, None, {}, Resume(state.path, other, load=True))
+
+
+def test_resume_keeps_only_a_finished_fine_tuning_of_the_same_settings(tmp_path):
+    """`text-tune --resume` skips an adapter that finished with the same settings (and, for a fold, the
+    same held dialogues); one with a state left behind, or other settings, is trained again."""
+    import training.text_tune as tt
+    from training.text_cli import _finished
+
+    cfg = tt.TuneConfig(context_turns=1, epochs=2)
+    run = tmp_path / "run"
+    run.mkdir()
+    result = {"config": tt.recorded_config(cfg), "held_dialogues": ["d1", "d2"], "scores": {"validation": 0.5}}
+    torch.save({"format": "ser-live/text-adapter", "result": result}, run / "adapter.pt")
+    assert _finished(cfg, run) == result
+    assert _finished(cfg, run, held={"d2", "d1"}) == result
+    assert _finished(cfg, run, held={"d1"}) is None  # a fold of another split
+    assert _finished(dataclasses.replace(cfg, epochs=3), run) is None
+    (run / "resume.pt").write_bytes(b"")  # interrupted after it: continue, do not keep
+    assert _finished(cfg, run) is None
+    assert _finished(cfg, tmp_path / "none") is None

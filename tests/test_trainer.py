@@ -177,3 +177,12 @@ def test_a_run_is_known_by_what_it_computes_not_by_its_progress_bars():
     quiet = dataclasses.replace(cfg, extract=ExtractConfig(progress=False, workers=2))
     assert fingerprint(cfg) == fingerprint(quiet)
     assert fingerprint(cfg) != fingerprint(dataclasses.replace(cfg, train=TrainConfig(lr=2e-4)))
+
+
+def test_a_damaged_training_state_is_refused_in_one_sentence(tmp_path):
+    from training.trainer import Resume
+
+    (tmp_path / "resume.pt").write_bytes(b"not a torch file")
+    with pytest.raises(ValueError, match="not a readable training state.*delete it to start over"):
+        train(_bclstm(), synthetic(4, 0), synthetic(2, 1), TrainConfig(max_epochs=2),
+              resume=Resume(tmp_path / "resume.pt", "cfg", load=True))  # fmt: skip

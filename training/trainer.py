@@ -254,8 +254,9 @@ def load_state(resume: Resume, device: torch.device | str) -> dict | None:
         return None
     try:
         state = torch.load(resume.path, map_location=device, weights_only=True)
-    except Exception as exc:
-        raise ValueError(f"{resume.path} is not a readable training state ({exc}); delete it to start over") from None
+    except Exception as exc:  # torch's own message runs to paragraphs (and suggests weights_only=False)
+        log.debug("unreadable training state %s: %s", resume.path, exc)
+        raise ValueError(f"{resume.path} is not a readable training state; delete it to start over") from None
     if state.get("fingerprint") != resume.fingerprint:
         raise ValueError(
             f"{resume.path} was saved by a run with other settings; train with the same flags to continue it, "

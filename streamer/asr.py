@@ -127,6 +127,12 @@ class WordTiming:
     probability: float
 
 
+def _ct2_version() -> str:
+    import ctranslate2
+
+    return ctranslate2.__version__
+
+
 def resolve_whisper_device(device: str = "auto") -> tuple[str, int]:
     """``auto`` picks CUDA when CTranslate2 sees a GPU (torch may be a CPU build), else CPU.
 
@@ -178,20 +184,38 @@ class Transcriber:
         self.beam_size = beam_size
         self.policy = policy or EncodePolicy()
         source = self._resolve(self.name)
-        try:
-            self.model = WhisperModel(
-                source,
-                device=self.device,
-                device_index=device_index,
-                compute_type=self.compute_type,
-                cpu_threads=cpu_threads,
-                local_files_only=True,
-            )
-        except (OSError, ValueError, RuntimeError) as exc:
-            raise ASRError(
-                f"Whisper model {self.name!r} could not be loaded from local files ({exc.__class__.__name__}); pass "
-                "'tiny.en', a local CTranslate2 model directory or a model in the HF cache; ser-live never downloads"
-            ) from exc
+
+        def load() -> WhisperModel:
+            try:
+                return WhisperModel(
+                    source,
+                    device=self.device,
+                    device_index=device_index,
+                    compute_type=self.compute_type,
+                    cpu_threads=cpu_threads,
+                    local_files_only=True,
+                )
+            except (OSError, ValueError, RuntimeError) as exc:
+                raise ASRError(
+                    f"Whisper model {self.name!r} could not be loaded from local files ({exc.__class__.__name__}); "
+                    "pass 'tiny.en', a local CTranslate2 model directory or a model in the HF cache; ser-live never "
+                    "downloads"
+                ) from exc
+
+        self.model = load()
+        if self.device == "cuda":
+            problem = self._gpu_problem()
+            if problem and device != "auto":
+                raise ASRError(
+                    f"Whisper could not run on the GPU ({problem}): CTranslate2 {_ct2_version()} needs the CUDA "
+                    "libraries it was built for (CUDA 12's cuBLAS and cuDNN 9: pip install nvidia-cublas-cu12 "
+                    "nvidia-cudnn-cu12); or pass --compute-device cpu"
+                )
+            if problem:
+                log.warning("Whisper cannot run on the GPU (%s); it transcribes on the CPU", problem)
+                self.device, device_index = "cpu", 0
+                self.compute_type = compute_type if compute_type != "auto" else "int8"
+                self.model = load()
         if language not in (None, "en") and not self.model.model.is_multilingual:
             raise ASRError(f"Whisper model {self.name!r} is English-only but language {language!r} was asked for")
         from faster_whisper.tokenizer import Tokenizer
@@ -211,6 +235,20 @@ class Transcriber:
             self.compute_type,
             self.policy.min_window_s,
         )
+
+    def _gpu_problem(self) -> str | None:
+        """Why one encoder pass fails on the GPU, or None when it runs.
+
+        CTranslate2 loads cuBLAS and cuDNN at its first computation, not when the model is
+        loaded: a machine whose CUDA libraries are not the ones the wheel was built for
+        (CUDA 13 alone, say) would otherwise fail on every utterance of the session.
+        """
+        mel_bins = self.model.feature_extractor.mel_filters.shape[0]
+        try:
+            self.model.encode(np.zeros((mel_bins, self.policy.window_frames(0)), np.float32))
+        except RuntimeError as exc:
+            return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return None
 
     @staticmethod
     def _resolve(name: str) -> str:

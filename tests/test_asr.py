@@ -124,3 +124,43 @@ def test_devices_and_settings():
         Transcriber(beam_size=0)
     with pytest.raises(ASRError, match="English-only"):
         Transcriber(language="de", device="cpu")
+
+
+class _NoCublasWhisper:
+    """faster-whisper's model as on a GPU machine without the CUDA libraries CTranslate2 needs:
+    it loads (on the CPU here), and its first computation on "cuda" fails as CTranslate2 does."""
+
+    made: list[str] = []
+    real = __import__("faster_whisper").WhisperModel
+
+    def __init__(self, source, device="cpu", **kw):
+        type(self).made.append(device)
+        self._model = self.real(source, device="cpu", **{**kw, "compute_type": "int8"})
+        self._gpu = device == "cuda"
+
+    def __getattr__(self, name):
+        return getattr(self._model, name)
+
+    def encode(self, features):
+        if self._gpu:
+            raise RuntimeError("Library libcublas.so.12 is not found or cannot be loaded")
+        return self._model.encode(features)
+
+
+def test_a_gpu_without_its_cuda_libraries_falls_back_to_the_cpu_or_says_so(monkeypatch, caplog):
+    import ctranslate2
+    import faster_whisper
+
+    monkeypatch.setattr(ctranslate2, "get_cuda_device_count", lambda: 1)
+    monkeypatch.setattr(faster_whisper, "WhisperModel", _NoCublasWhisper)
+    _NoCublasWhisper.made.clear()
+    with caplog.at_level("WARNING", logger="streamer.asr"):
+        asr = Transcriber(device="auto")
+    assert _NoCublasWhisper.made == ["cuda", "cpu"]  # tried on the GPU, reloaded on the CPU once
+    assert asr.device == "cpu" and asr.compute_type == "int8"
+    assert "libcublas.so.12" in caplog.text and "transcribes on the CPU" in caplog.text
+    assert "weather" in asr.transcribe(read(FIXTURES / "speech_a.flac")).lower()
+    with pytest.raises(ASRError) as info:
+        Transcriber(device="cuda")
+    message = str(info.value)
+    assert "libcublas.so.12" in message and "--compute-device cpu" in message and "\n" not in message

@@ -30,7 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
-from streamer.options import TEXT_RUNTIMES
+from streamer.options import TEXT_RUNTIMES, sleeping_threads
+
+sleeping_threads()  # as ser-live does, before torch or Whisper loads
 
 BUCKETS = (("<= 2 s", 0.0, 2.0), ("2-6 s", 2.0, 6.0), ("> 6 s", 6.0, 1e9))
 

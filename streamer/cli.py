@@ -17,8 +17,16 @@ import threading
 from pathlib import Path
 
 from streamer.guards import check_outputs, export_path, stop_on_signals
-from streamer.options import BUNDLED_MODEL, COMPUTE_TYPES, TEXT_RUNTIMES, check_cli_model_options  # noqa: F401 - BUNDLED_MODEL re-exported
+from streamer.options import (  # noqa: F401 - BUNDLED_MODEL re-exported
+    BUNDLED_MODEL,
+    COMPUTE_TYPES,
+    TEXT_RUNTIMES,
+    check_cli_model_options,
+    sleeping_threads,
+)
 from streamer.speakers import SpeakerCounts, speaker_config
+
+sleeping_threads()  # before torch or Whisper loads (they load lazily, below)
 
 log = logging.getLogger("ser-live")
 

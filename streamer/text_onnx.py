@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from streamer.options import threads_sleep
+
 log = logging.getLogger(__name__)
 
 #: How many of the last hidden layers are averaged per pooling (``utterance_last``: the last only).
@@ -103,6 +105,8 @@ class OnnxText:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads
+        if threads_sleep():  # like libgomp's threads under OMP_WAIT_POLICY=PASSIVE (ser-live's default)
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3
         self.path = path
         #: how many last hidden layers the graph averages

@@ -101,3 +101,18 @@ def test_collecting_wrapper_feeds_export(tmp_path):
     assert len(seen) == 2 and [e.text for e in tee.events] == ["hello"] and tee.describe() == {"model": "fake"}
     args = argparse.Namespace(export="srt", export_path=tmp_path / "t.srt", replay=None)
     assert "joy" in export_timeline(tee.events, args).read_text()
+
+
+@pytest.mark.parametrize("given, expected", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_ser_live_makes_idle_worker_threads_sleep_unless_told_otherwise(given, expected):
+    """libgomp reads OMP_WAIT_POLICY once, when torch or CTranslate2 loads: ser-live sets it first."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if given:
+        env["OMP_WAIT_POLICY"] = given
+    code = "import os, sys, streamer.cli; assert 'torch' not in sys.modules; print(os.environ['OMP_WAIT_POLICY'])"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == expected

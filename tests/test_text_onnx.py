@@ -72,3 +72,17 @@ def test_the_default_device_on_a_cpu_machine_runs_onnx(cache):
     if torch.cuda.is_available():
         pytest.skip("auto is CUDA here: the text encoder stays on torch")
     assert TextEncoder(None, 128, "auto").runtime == "onnx"
+
+
+def _spinning(encoder: TextEncoder) -> str | None:
+    try:
+        return encoder._onnx.session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
+    except RuntimeError:  # not set: ONNX Runtime's default, spinning
+        return None
+
+
+def test_onnx_threads_sleep_when_libgomp_threads_do(cache, monkeypatch):
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")  # what ser-live sets unless the user chose
+    assert _spinning(TextEncoder(None, 128, "cpu", runtime="onnx")) == "0"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert _spinning(TextEncoder(None, 128, "cpu", runtime="onnx")) is None

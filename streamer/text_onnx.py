@@ -58,7 +58,7 @@ def graph_key(source: str | os.PathLike, pooling: str, adapter_id: str | None, i
         "inputs": list(inputs),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
-        "format": 1,
+        "format": 2,  # 2: fused offline (_fuse)
     }
     return hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -93,7 +93,26 @@ def export(model, layers: int, inputs: tuple[str, ...], path: Path) -> None:
             opset_version=17,
             dynamo=False,
         )
+    _fuse(tmp)
     os.replace(tmp, path)
+
+
+def _fuse(path: Path) -> None:
+    """Fuse the graph offline with ONNX Runtime's transformer optimizer (bias + GELU, residual +
+    LayerNorm), outputs equal to 6e-7. On this CPU the bundle's graph takes 40.1 -> 38.5 ms p50
+    on MELD dev lines with two turns (36 tokens), 52 -> 46 ms on a 60-token input: a small saving
+    that grows with the input (docs/benchmarks.md). Attention itself is not fused
+    (MPNet's relative position bias, and the stacked hidden states, do not match the pattern).
+    A graph the optimizer cannot read stays as exported."""
+    try:
+        from onnxruntime.transformers.optimizer import optimize_model
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fused = optimize_model(str(path), model_type="bert", num_heads=0, hidden_size=0, opt_level=1)
+        fused.save_model_to_file(str(path))
+    except Exception as exc:  # an architecture the optimizer does not know: the plain graph is as exact
+        log.info("ONNX text encoder left unfused (%s)", (str(exc).splitlines() or [type(exc).__name__])[0])
 
 
 class OnnxText:

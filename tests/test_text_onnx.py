@@ -86,3 +86,21 @@ def test_onnx_threads_sleep_when_libgomp_threads_do(cache, monkeypatch):
     assert _spinning(TextEncoder(None, 128, "cpu", runtime="onnx")) == "0"
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
     assert _spinning(TextEncoder(None, 128, "cpu", runtime="onnx")) is None
+
+
+def test_the_graph_is_fused_offline_and_a_graph_the_optimizer_refuses_stays_as_exported(cache, monkeypatch):
+    import onnx
+    import onnxruntime.transformers.optimizer as optimizer
+
+    fused = TextEncoder(None, 128, "cpu", runtime="onnx")
+    (path,) = cache.glob("*.onnx")
+    assert "SkipLayerNormalization" in {n.op_type for n in onnx.load(str(path)).graph.node}
+
+    def refuses(*args, **kwargs):
+        raise ValueError("unknown architecture")
+
+    monkeypatch.setattr(optimizer, "optimize_model", refuses)
+    path.unlink()
+    plain = TextEncoder(None, 128, "cpu", runtime="onnx")
+    assert "SkipLayerNormalization" not in {n.op_type for n in onnx.load(str(path)).graph.node}
+    np.testing.assert_allclose(plain.embed(LINES, CONTEXT), fused.embed(LINES, CONTEXT), atol=1e-5)

@@ -1,6 +1,7 @@
 """Whisper's encoder window: WER against time per utterance length (the encode policy's measurement).
 
     python bench/encode_window_bench.py [--lines 120] [--windows 30 20 15 10 0] [--out docs/encode-window.json]
+    python bench/encode_window_bench.py --windows 15 --compute-types int8 int16 float32   # weights' precision
 
 Utterances: the demo conversations' lines (cut from the recordings by their ground
 truth) and MELD *train* lines read by the training/validation espeak-ng voices, with
@@ -69,13 +70,13 @@ def bucket(seconds: float) -> str:
     return next(name for name, lo, hi in BUCKETS if lo < seconds <= hi or (lo == 0 and seconds <= hi))
 
 
-def run(lines, windows: list[float], threads: int) -> dict:
+def run(lines, windows: list[float], threads: int, compute_type: str = "int8") -> dict:
     results = {}
     for w in ["faster-whisper", *windows]:
         policy = EncodePolicy(min_window_s=30.0, pad_s=0.0) if w == "faster-whisper" else (
             EncodePolicy(min_window_s=1.0, pad_s=1.0) if w == 0 else EncodePolicy(min_window_s=float(w), pad_s=1.0)
         )
-        asr = Transcriber("tiny.en", device="cpu", cpu_threads=threads, policy=policy)
+        asr = Transcriber("tiny.en", device="cpu", compute_type=compute_type, cpu_threads=threads, policy=policy)
         asr.transcribe(lines[0][0])  # warm up
         refs, hyps, rows = [], [], []
         for audio, ref in lines:
@@ -107,6 +108,7 @@ def run(lines, windows: list[float], threads: int) -> dict:
                 "encode_ms_p50": float(np.nanmedian([r[2] for r in sel])) if w != "faster-whisper" else None,
             }
         label = w if w == "faster-whisper" else (f">= {w:g} s" if w else "utterance + 1 s")
+        label = label if compute_type == "int8" else f"{label}, {compute_type}"
         results[str(label)] = {
             "wer": word_error_rate(" ".join(refs), " ".join(hyps)),
             "ms_p50": float(np.percentile([r[1] for r in rows], 50)),
@@ -122,12 +124,15 @@ def main() -> int:
     p.add_argument("--lines", type=int, default=120, help="MELD train lines rendered (a third joined into long turns)")
     p.add_argument("--windows", type=float, nargs="+", default=[30, 20, 15, 10, 0])
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--compute-types", nargs="+", default=["int8"], help="CTranslate2 compute types, each run")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("faster_whisper").setLevel(logging.WARNING)
     lines = demo_lines() + meld_lines(args.lines)
-    results = run(lines, args.windows, args.threads)
+    results = {}
+    for compute_type in args.compute_types:
+        results |= run(lines, args.windows, args.threads, compute_type)
     print("| window | WER | ms p50 | ms p95 | " + " | ".join(f"{b[0]} n / WER / p95 ms" for b in BUCKETS) + " |")
     for label, r in results.items():
         cells = [

@@ -186,6 +186,14 @@ class Transcriber:
         source = self._resolve(self.name)
 
         def load() -> WhisperModel:
+            import ctranslate2
+
+            supported = ctranslate2.get_supported_compute_types(self.device, device_index)
+            if self.compute_type != "default" and self.compute_type not in supported:
+                raise ASRError(
+                    f"compute type {self.compute_type!r} does not run on this {self.device} (CTranslate2 supports "
+                    f"{', '.join(sorted(supported))} here): pass --compute-type auto or one of those"
+                )
             try:
                 return WhisperModel(
                     source,

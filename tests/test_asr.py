@@ -124,6 +124,10 @@ def test_devices_and_settings():
         Transcriber(beam_size=0)
     with pytest.raises(ASRError, match="English-only"):
         Transcriber(language="de", device="cpu")
+    with pytest.raises(ASRError) as info:  # was "could not be loaded from local files"
+        Transcriber(device="cpu", compute_type="float16")
+    assert "'float16' does not run on this cpu" in str(info.value) and "--compute-type auto" in str(info.value)
+    assert "int8" in str(info.value) and "local files" not in str(info.value)
 
 
 class _NoCublasWhisper:
@@ -152,6 +156,11 @@ def test_a_gpu_without_its_cuda_libraries_falls_back_to_the_cpu_or_says_so(monke
     import faster_whisper
 
     monkeypatch.setattr(ctranslate2, "get_cuda_device_count", lambda: 1)
+    cpu_types = ctranslate2.get_supported_compute_types("cpu")
+    gpu_types = {"float16", "int8_float16", "int8", "float32"}  # what CTranslate2 reported on the H200
+    monkeypatch.setattr(
+        ctranslate2, "get_supported_compute_types", lambda device, index=0: gpu_types if device == "cuda" else cpu_types
+    )
     monkeypatch.setattr(faster_whisper, "WhisperModel", _NoCublasWhisper)
     _NoCublasWhisper.made.clear()
     with caplog.at_level("WARNING", logger="streamer.asr"):

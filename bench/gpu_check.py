@@ -21,6 +21,7 @@ it also copies the text encoder's configuration and tokenizer (no weights).
 - ``text``: the text encoder's architecture with random weights (the vectors differ from
   the real encoder's, the arithmetic and its time do not) on CUDA and CPU, one line with
   two turns of context as the live tracker reads it, plus a LoRA fine-tuning step;
+- ``text_tune``: two epochs of ``python -m training text-tune``'s loop on that encoder, on the GPU;
 - ``asr``: :class:`streamer.asr.Transcriber` with ``device="auto"`` on a Whisper of tiny.en's
   shape with random weights (converted there from ``transformers``), encode and decode.
 
@@ -261,6 +262,35 @@ def check_text(inputs: Path, repeats: int) -> dict:
     return res
 
 
+def check_text_tune() -> dict:
+    """``python -m training text-tune``'s loop on the GPU: two epochs of a tiny LoRA fine-tuning of the
+    random-weight encoder made by :func:`check_text` (run that first)."""
+    import training.text_tune as tt
+    from training.data.records import Dialogue, Utterance
+
+    def dialogue(did, lines):
+        return Dialogue(did, tuple(Utterance(did, i, f"s{i % 2}", text=t, label=y) for i, (t, y) in enumerate(lines)))
+
+    lines = [("I love this so much", "joy"), ("leave me alone", "anger"), ("ok then", "neutral")]
+    train = [dialogue(f"d{i}", lines) for i in range(16)]
+    val = [dialogue("v0", [("this is wonderful", "joy"), ("get out", "anger")])]
+    cfg = tt.TuneConfig(
+        encoder="/tmp/gpu_check/text", context_turns=1, lora_layers=2, lora_rank=4, epochs=2, batch_size=8,
+        noise_p=0.0, max_tokens=32,
+    )  # fmt: skip
+    t = time.perf_counter()
+    model, result = tt.tune(cfg, train, val, None, {}, device=GPU)
+    adapter = model.adapter()
+    return {
+        "trained_on": str(next(model.head.parameters()).device),
+        "encoder_on": str(model.encoder.device),
+        "seconds": round(time.perf_counter() - t, 2),
+        "history": result["history"],
+        "adapter_tensors_on_cpu": all(v.device.type == "cpu" for v in adapter.weights.values()),
+        "trainable_on_cpu": all(v.device.type == "cpu" for v in tt._trainable(model).values()),
+    }
+
+
 def check_asr(inputs: Path, repeats: int) -> dict:
     import ctranslate2
     from transformers import WhisperConfig, WhisperForConditionalGeneration
@@ -317,7 +347,8 @@ def run(inputs: Path, out: Path, repeats: int, epochs: int, only: list[str]) -> 
         "cpu_threads": torch.get_num_threads(),
     }
     checks = {"fusion": lambda: check_fusion(inputs, max(2, repeats // 5)), "training": lambda: check_training(epochs),
-              "text": lambda: check_text(inputs, repeats), "asr": lambda: check_asr(inputs, repeats)}  # fmt: skip
+              "text": lambda: check_text(inputs, repeats), "text_tune": check_text_tune,
+              "asr": lambda: check_asr(inputs, repeats)}  # fmt: skip
     for name, fn in checks.items():
         if only and name not in only:
             continue
@@ -344,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--repeats", type=int, default=50)
     r.add_argument("--epochs", type=int, default=3)
     r.add_argument("--gpu", default="cuda", help="the device compared with the CPU (cpu: try the script out)")
-    r.add_argument("--only", nargs="*", default=[], choices=["fusion", "training", "text", "asr"])
+    r.add_argument("--only", nargs="*", default=[], choices=["fusion", "training", "text", "text_tune", "asr"])
     args = ap.parse_args(argv)
     if args.cmd == "capture":
         capture(args.out)

@@ -270,6 +270,31 @@ def test_text_tune_refuses_bad_settings_in_one_line_before_writing(tmp_path, cap
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "epochs" in err and "\n" not in err
     assert not runs.exists()  # nothing written for a refused run
+    bad = [("tpu", "unknown device")] + ([] if torch.cuda.is_available() else [("cuda", "CUDA is not available")])
+    for device, said in bad:
+        assert main(["text-tune", "--name", "x", "--device", device, "--runs-dir", str(runs)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: --device:") and said in err and "\n" not in err
+    assert not runs.exists()
+
+
+def test_fine_tuning_runs_where_it_is_asked_and_keeps_its_weights_on_the_cpu():
+    """``--device`` (auto: CUDA when present) is where text-tune trains; what it keeps and saves is on
+    the CPU either way, so an adapter trained on a GPU loads anywhere (checked on an H200 too:
+    ``bench/gpu_check.py run --only text text_tune``)."""
+    import training.text_tune as tt
+    from training.data.records import Dialogue, Utterance
+
+    lines = [("I love this so much", "joy"), ("leave me alone", "anger"), ("ok then", "neutral")]
+    train = [Dialogue(f"d{k}", tuple(Utterance(f"d{k}", i, "s0", text=t, label=y) for i, (t, y) in enumerate(lines)))
+             for k in range(2)]  # fmt: skip
+    cfg = tt.TuneConfig(context_turns=1, lora_layers=1, lora_rank=2, epochs=1, batch_size=2, noise_p=0.0, max_tokens=24)
+    model, result = tt.tune(cfg, train, train[:1], None, {}, device="auto")
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert model.encoder.device.type == expected and next(model.head.parameters()).device.type == expected
+    assert all(v.device.type == "cpu" for v in tt._trainable(model).values())
+    assert all(v.device.type == "cpu" for v in model.adapter().weights.values())
+    assert len(result["history"]) == 1
 
 
 def test_only_folds_needs_a_trained_run_with_the_same_recipe(tmp_path, capsys):

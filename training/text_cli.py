@@ -56,17 +56,20 @@ def add_parser(sub) -> None:
     tt.add_argument("--seeds", type=int, nargs="+", default=[0])
     tt.add_argument("--folds", type=int, default=0, help="also train K out-of-fold adapters (by dialogue)")
     tt.add_argument(
-        "--only-folds", action="store_true",
+        "--only-folds",
+        action="store_true",
         help="with --folds: keep the run's trained adapter.pt and train only the fold adapters beside it",
     )
     tt.add_argument("--frozen", action="store_true", help="no fine-tuning: logistic regression on frozen vectors")
     tt.add_argument("--max-dialogues", type=int, default=None, help="first N training dialogues (quick runs)")
     tt.add_argument(
-        "--resume", action="store_true",
+        "--resume",
+        action="store_true",
         help="continue interrupted fine-tuning from its last finished epoch (each run and fold keeps resume.pt "
         "while it trains) and keep adapters that finished with the same settings",
     )
     tt.add_argument("--data-root", type=Path, default=DEFAULT_ROOT)
+    tt.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
 
 
 def add_asr_parser(sub) -> None:
@@ -111,7 +114,10 @@ def _noise(train) -> AsrNoise:
     vocab = sorted({w.strip(".,!?\"'").lower() for d in train for u in d.utterances for w in (u.text or "").split()})
     log.info(
         "ASR noise: %d real tiny.en pairs; rates sub %.3f del %.3f ins %.3f",
-        len(pairs), rates.substitution, rates.deletion, rates.insertion,
+        len(pairs),
+        rates.substitution,
+        rates.deletion,
+        rates.insertion,
     )
     return AsrNoise(pairs, rates, [w for w in vocab if w])
 
@@ -135,8 +141,18 @@ def _frozen(args, train, sets) -> dict:
                 best = (f1, C, cw, clf)
     f1, C, cw, clf = best
     scores = {name: weighted_f1(y, clf.predict(X[name])) for name, (_, _, y) in sets.items()}
-    return {"config": {"encoder": enc.name, "pooling": pooling, "context_turns": args.context_turns, "C": C,
-                       "class_weight": cw, "frozen": True}, "validation_wf1": f1, "scores": scores}
+    return {
+        "config": {
+            "encoder": enc.name,
+            "pooling": pooling,
+            "context_turns": args.context_turns,
+            "C": C,
+            "class_weight": cw,
+            "frozen": True,
+        },
+        "validation_wf1": f1,
+        "scores": scores,
+    }
 
 
 def run(args) -> int:
@@ -152,6 +168,12 @@ def run(args) -> int:
         untagged_p=args.untagged_p,
         class_weight_power=args.class_weight_power,
     )
+    from models.base import resolve_device
+
+    try:  # an unknown device, or CUDA asked for where there is none, is said before anything is read
+        resolve_device(args.device)
+    except ValueError as exc:
+        raise ValueError(f"--device: {exc}") from exc
     if args.only_folds:
         if args.frozen or args.folds < 2:
             raise ValueError("--only-folds trains fold adapters: give it --folds K (K >= 2) and no --frozen")
@@ -167,7 +189,8 @@ def run(args) -> int:
     for seed in args.seeds:
         out = args.runs_dir / f"{args.name}-s{seed}"
         if args.only_folds:
-            _train_folds(dataclasses.replace(base, seed=seed), out, train, val, noise, args.folds, args.resume)
+            seeded = dataclasses.replace(base, seed=seed)
+            _train_folds(seeded, out, train, val, noise, args.folds, args.resume, args.device)
             continue
         out.mkdir(parents=True, exist_ok=True)
         if args.frozen:
@@ -177,14 +200,13 @@ def run(args) -> int:
             cfg = dataclasses.replace(base, seed=seed)
             result = _finished(cfg, out) if args.resume else None
             if result is None:
-                model, result = tune(cfg, train, val, noise, sets, _state(cfg, out, args.resume))
+                model, result = tune(cfg, train, val, noise, sets, _state(cfg, out, args.resume), args.device)
                 save_adapter(model, cfg, result, out / "adapter.pt")
                 (out / "result.json").write_text(json.dumps(result, indent=1))
                 (out / RESUME_FILE).unlink(missing_ok=True)
-            _train_folds(cfg, out, train, val, noise, args.folds, args.resume)
+            _train_folds(cfg, out, train, val, noise, args.folds, args.resume, args.device)
         log.info("%s: %s", out, json.dumps(result["scores"]))
-        print(f"{out}: " + " ".join(
-            f"{k} {v:.4f}" for k, v in result["scores"].items()))
+        print(f"{out}: " + " ".join(f"{k} {v:.4f}" for k, v in result["scores"].items()))
     return 0
 
 
@@ -211,14 +233,16 @@ def _finished(cfg: TuneConfig, out: Path, held: set[str] | None = None) -> dict 
     return result
 
 
-def _train_folds(cfg: TuneConfig, out: Path, train, val, noise, k: int, resume: bool = False) -> None:
+def _train_folds(
+    cfg: TuneConfig, out: Path, train, val, noise, k: int, resume: bool = False, device: str = "cpu"
+) -> None:
     for i, held in enumerate(folds(train, k, cfg.seed)):
         keep = tuple(d.id for d in train if d.id not in held)
         fold_cfg = dataclasses.replace(cfg, only_dialogues=keep)
         fold_out = out / f"fold-{i}"
         if resume and _finished(fold_cfg, fold_out, held) is not None:
             continue
-        fold_model, fold_result = tune(fold_cfg, train, val, noise, {}, _state(fold_cfg, fold_out, resume))
+        fold_model, fold_result = tune(fold_cfg, train, val, noise, {}, _state(fold_cfg, fold_out, resume), device)
         fold_result["held_dialogues"] = sorted(held)
         save_adapter(fold_model, fold_cfg, fold_result, fold_out / "adapter.pt")
         (fold_out / RESUME_FILE).unlink(missing_ok=True)
@@ -250,4 +274,3 @@ def fold_of(dialogue_id: str, held: list[set[str]]) -> int | None:
         if dialogue_id in ids:
             return i
     return None
-

@@ -90,9 +90,7 @@ class AsrNoise:
 
 def dialogue_turns(d: Dialogue, asr: dict[tuple[str, int], str] | None = None, speakers: bool = True) -> list[Turn]:
     """A dialogue's turns (MELD text, or tiny.en's transcript where ``asr`` has one)."""
-    return [
-        Turn(u.speaker if speakers else None, (asr or {}).get((d.id, u.turn), u.text or "")) for u in d.utterances
-    ]
+    return [Turn(u.speaker if speakers else None, (asr or {}).get((d.id, u.turn), u.text or "")) for u in d.utterances]
 
 
 def examples(
@@ -131,11 +129,12 @@ class Tuner(nn.Module):
         self.backbone = attach_lora(base, self.lora)  # a submodule, so its LoRA weights train and save
         self.encoder.model = self.backbone
         self.head = nn.Sequential(nn.Dropout(cfg.head_dropout), nn.Linear(self.encoder.dim, len(MELD_LABELS)))
+        self.head.to(self.encoder.device)
 
     def forward(self, texts: list[str], contexts: list) -> torch.Tensor:
         """n lines -> (n, 7) logits."""
         batch, mask = self.encoder.tokenize(texts, contexts)
-        return self.head(self.encoder.pooled(batch, mask))
+        return self.head(self.encoder.pooled(batch.to(self.encoder.device), mask))
 
     def adapter(self):
         from streamer.text_adapter import extract_adapter
@@ -156,7 +155,7 @@ def predict(model: Tuner, texts: list[str], contexts: list, batch_size: int = 64
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]) + len(contexts[i] or ""))
     for s in range(0, len(order), batch_size):
         idx = order[s : s + batch_size]
-        out[idx] = model([texts[i] for i in idx], [contexts[i] for i in idx]).numpy()
+        out[idx] = model([texts[i] for i in idx], [contexts[i] for i in idx]).float().cpu().numpy()
     return out
 
 
@@ -217,21 +216,26 @@ def tune(
     noise: AsrNoise | None,
     evals: dict[str, tuple[list[str], list, np.ndarray]],
     resume: Resume | None = None,
+    device: str = "cpu",
 ) -> tuple[Tuner, dict]:
     """Fine-tune; keep the epoch with the best clean-validation weighted F1; score ``evals`` with it.
 
     With ``resume`` the state (LoRA and head weights, AdamW's moments, the schedule, the random
     generators, the best epoch so far) is saved after every epoch and, with ``resume.load``,
-    continued from, to the same adapter as an uninterrupted run: an epoch of mpnet is ~25 min here."""
+    continued from, to the same adapter as an uninterrupted run: an epoch of mpnet is ~25 min here.
+    ``device`` (``auto``: CUDA when present) is where it trains: about 100 times faster on a GPU
+    (docs/benchmarks.md); a run resumed on the other kind of device goes on from the same state,
+    though dropout then draws other numbers than an uninterrupted run would."""
     torch.manual_seed(cfg.seed)
     rng = random.Random(f"text-tune:{cfg.seed}")
     if cfg.only_dialogues is not None:
         keep = set(cfg.only_dialogues)
         train = [d for d in train if d.id in keep]
-    model = Tuner(cfg)
+    model = Tuner(cfg, device)
+    dev = model.encoder.device
     counts = np.bincount(examples(train, 0)[2], minlength=len(MELD_LABELS)).astype(np.float64)
     weights = torch.tensor((counts.sum() / np.maximum(counts, 1)) ** cfg.class_weight_power, dtype=torch.float32)
-    loss_fn = nn.CrossEntropyLoss(weight=weights / weights.mean())
+    loss_fn = nn.CrossEntropyLoss(weight=(weights / weights.mean()).to(dev))
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
     n_batches = cfg.epochs * -(-sum(len(d.utterances) for d in train) // cfg.batch_size)
@@ -255,7 +259,7 @@ def tune(
         for b, idx in enumerate(batches):
             wait_while_quiet()
             logits = model([texts[i] for i in idx], [contexts[i] for i in idx])
-            loss = loss_fn(logits, torch.from_numpy(labels[idx]))
+            loss = loss_fn(logits, torch.from_numpy(labels[idx]).to(dev))
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -296,7 +300,7 @@ def tune(
 
 
 def _trainable(model: Tuner) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items() if "lora_" in k or "head" in k}
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if "lora_" in k or "head" in k}
 
 
 def save_adapter(model: Tuner, cfg: TuneConfig, result: dict, path: Path) -> Path:

@@ -127,7 +127,6 @@ def capture(out: Path) -> None:
 
 def check_fusion(inputs: Path, passes: int) -> dict:
     import models
-    from models.streaming import StreamingClassifier
 
     dialogues = torch.load(inputs / "features.pt", weights_only=True)
     path = ROOT / "streamer" / "assets" / "default.pt"
@@ -135,14 +134,7 @@ def check_fusion(inputs: Path, passes: int) -> dict:
     answers = {}
     for device, key in (("cpu", "cpu"), (GPU, "cuda")):
         ck = models.load(path, device=device)
-        clf = StreamingClassifier(
-            ck.model,
-            ck.temperature,
-            speaker_norm=ck.pipeline.speaker_norm,
-            channel_temperatures=ck.meta.get("channel_temperatures"),
-            arbiter=ck.arbiter,
-            prior_shift=ck.prior_shift,
-        )
+        clf = ck.classifier()  # as the live pipeline builds it
         ms = []
         for rep in range(passes):  # the first pass gives the answers; all but the first pass the times
             probs = []

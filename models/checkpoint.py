@@ -20,6 +20,7 @@ from models.blocks import config_from_dict
 from models.pipeline import FeaturePipeline
 from models.prior import PriorShift
 from models.registry import lookup
+from models.streaming import StreamingClassifier
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,18 @@ class Checkpoint:
         """The session-prior correction fitted after training (``meta["prior_shift"]``), if any."""
         spec = self.meta.get("prior_shift")
         return PriorShift.from_dict(spec) if spec else None
+
+    def classifier(self) -> StreamingClassifier:
+        """The live classifier this checkpoint describes (a fresh dialogue): its temperature, speaker
+        normalisation, channel temperatures, arbiter and session prior, as ``ser-live`` runs it."""
+        return StreamingClassifier(
+            self.model,
+            self.temperature,
+            speaker_norm=self.pipeline.speaker_norm,
+            channel_temperatures=self.meta.get("channel_temperatures"),
+            arbiter=self.arbiter,
+            prior_shift=self.prior_shift,
+        )
 
 
 def save(

@@ -22,7 +22,6 @@ from typing import Protocol
 import numpy as np
 
 from models.checkpoint import Checkpoint
-from models.streaming import StreamingClassifier
 from streamer.events import Event, InterimEvent, LevelEvent, StatusEvent, UtteranceEvent
 from streamer.interim import PieceTranscripts
 from streamer.segmenter import Segmenter, SegmenterConfig, Utterance
@@ -88,14 +87,7 @@ class UtteranceProcessor:
         self.speakers = speakers
         self.features = features
         self.transcriber = transcriber
-        self.classifier = StreamingClassifier(
-            checkpoint.model,
-            checkpoint.temperature,
-            speaker_norm=checkpoint.pipeline.speaker_norm,
-            channel_temperatures=checkpoint.meta.get("channel_temperatures"),
-            arbiter=checkpoint.arbiter,
-            prior_shift=checkpoint.prior_shift,
-        )
+        self.classifier = checkpoint.classifier()
         #: One Whisper encoder pass serves transcription and the audio features.
         self.shared_encoder = transcriber is not None and bool(getattr(features, "shares_encoder", False))
         self.labels = checkpoint.labels

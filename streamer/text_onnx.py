@@ -9,7 +9,7 @@ The graph is exported from the loaded PyTorch model once (legacy TorchScript exp
 batch and length) and cached in the user's cache (``$SER_LIVE_CACHE/onnx``, see
 :func:`streamer.mpnet.cache_root`) under a key of everything that determines its weights and
 outputs: the weight files' names, sizes and modification times, the adapter, the pooling and the
-torch/transformers versions. Nothing is downloaded. The pooling itself (masked mean over tokens)
+torch/transformers/onnxruntime versions. Nothing is downloaded. The pooling itself (masked mean over tokens)
 stays in NumPy, so one graph serves every pooling that reads the same layers.
 """
 
@@ -48,6 +48,7 @@ def weights_signature(source: str | os.PathLike) -> list:
 
 
 def graph_key(source: str | os.PathLike, pooling: str, adapter_id: str | None, inputs: tuple[str, ...]) -> str:
+    import onnxruntime
     import torch
     import transformers
 
@@ -58,6 +59,7 @@ def graph_key(source: str | os.PathLike, pooling: str, adapter_id: str | None, i
         "inputs": list(inputs),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
+        "onnxruntime": onnxruntime.__version__,  # the fused graph holds its contrib operators
         "format": 2,  # 2: fused offline (_fuse)
     }
     return hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]

@@ -33,8 +33,8 @@ def sleeping_threads() -> None:
 
     Whisper (CTranslate2) and torch share libgomp, whose idle threads spin for a while after
     each parallel region; on 2 cores that spin takes CPU from the stage running beside it (the
-    text encoder, the UI). Measured on the long-turns replay in real time: CPU 0.308 -> 0.272 s per
-    audio second, end-of-speech p95 no worse (docs/benchmarks.md). libgomp
+    text encoder, the UI). Measured on the long-turns replay in real time: CPU 0.308 -> 0.272-0.290 s
+    per audio second, end-of-speech latency within run-to-run noise (docs/benchmarks.md). libgomp
     reads the variable once, when it loads, so this must run before torch or CTranslate2 is
     imported; a value the user set is kept. ONNX Runtime's own pool follows the same setting
     (:mod:`streamer.text_onnx`).

@@ -61,18 +61,17 @@ def sync() -> None:
         torch.cuda.synchronize()
 
 
-def timed(fn, repeats: int, sync: bool) -> list[float]:
-    """Milliseconds of each call of ``fn`` (after one warm-up), the GPU synchronised."""
+def timed(fn, repeats: int, on_gpu: bool) -> list[float]:
+    """Milliseconds of each call of ``fn`` (after one warm-up); ``on_gpu``: the GPU synchronised around it."""
     fn()
     out = []
-    sync = sync and GPU != "cpu"
     for _ in range(repeats):
-        if sync:
-            torch.cuda.synchronize()
+        if on_gpu:
+            sync()
         t = time.perf_counter()
         fn()
-        if sync:
-            torch.cuda.synchronize()
+        if on_gpu:
+            sync()
         out.append((time.perf_counter() - t) * 1000)
     return out
 

@@ -217,13 +217,13 @@ def _state(cfg: TuneConfig, out: Path, resume: bool) -> Resume:
 def _finished(cfg: TuneConfig, out: Path, held: set[str] | None = None) -> dict | None:
     """The result of a fine-tuning of exactly ``cfg`` (a fold: holding out ``held``) that completed in
     ``out`` with no state left behind, else None."""
-    import torch
+    from training.text_features import read_adapter_file
 
+    if (out / RESUME_FILE).exists() or not (out / "adapter.pt").is_file():
+        return None
     try:
-        if (out / RESUME_FILE).exists() or not (out / "adapter.pt").is_file():
-            return None
-        result = torch.load(out / "adapter.pt", map_location="cpu", weights_only=True)["result"]
-    except Exception:  # unreadable or foreign: train it again
+        result = read_adapter_file(out / "adapter.pt")["result"]
+    except (ValueError, KeyError):  # unreadable or foreign: train it again
         return None
     if json.loads(json.dumps(recorded_config(cfg))) != result.get("config"):
         return None

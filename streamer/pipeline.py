@@ -152,7 +152,11 @@ class UtteranceProcessor:
             speaker = utt.speaker
             speaker_id = SPEAKER_NAMES.index(speaker) if speaker and speaker in SPEAKER_NAMES else 0
             audio_part = ahead.result() if ahead is not None else None
-            context = self.history.context(speaker)
+            voice = None
+            if track:
+                voice, latency["speaker_embed"] = voice_ahead.result() if voice_ahead else self._voice(utt.audio)
+            # the dialogue tagged as it will be at the decision, so the text is read once, here
+            context = self.history.context(self._expected_speaker(voice) if track else speaker)
             extra = {"text_context": context} if self.history.turns else {}
             feats, stage_ms = self.features.utterance(
                 utt.audio, text, speaker=speaker_id, audio_part=audio_part, encoded=encoded, norm_key=speaker, **extra
@@ -161,13 +165,22 @@ class UtteranceProcessor:
             for name, value in feats.items():
                 if hasattr(value, "isfinite") and not bool(value.isfinite().all()):
                     raise ValueError(f"non-finite {name} features")
-            voice = None
-            if track:
-                voice, latency["speaker_embed"] = voice_ahead.result() if voice_ahead else self._voice(utt.audio)
         except Exception as exc:  # one bad utterance must not end the session
             drop_ahead()
             return Prepared(text, None, latency, str(exc) or type(exc).__name__)
         return Prepared(text, feats, latency, text_context=context, voice=voice)
+
+    def _expected_speaker(self, voice: Voice | None) -> str | None:
+        """The speaker the tracker would give ``voice`` now (None if unknown). The assignment
+        proper happens in order at the end decision; when it differs (another utterance was
+        assigned in between, or overlap), ``__call__`` reads the line again with the right tags."""
+        if voice is None or self.history.turns == 0:
+            return None
+        try:
+            return self.speakers.peek(voice).speaker
+        except Exception as exc:  # a guess at the tags only: the decision reads the line again if it was wrong
+            log.debug("no speaker expected for this utterance: %s", exc)
+            return None
 
     def _voice(self, audio: np.ndarray) -> tuple[Voice | None, float]:
         """The utterance's voice vector (None if it cannot be had) and the milliseconds it took."""

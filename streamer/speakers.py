@@ -244,24 +244,58 @@ class SpeakerTracker:
         return list(SPEAKER_NAMES[: len(self._counts)])
 
     def push(self, embedding: np.ndarray, partials: np.ndarray | None = None) -> Assignment:
-        cfg = self.config
+        """Assign one utterance's voice, in order: the tracker learns from it."""
+        e, partials = self._project(embedding, partials)
+        if e is None:
+            return Assignment(None, 0.0)  # no voice in it (silence): nobody's, and nothing learnt
+        self._mean, self._heard = self._heard_with(e)
+        assignment = self._choose(e, partials, self._mean, self._heard)
+        if assignment.new:
+            self._open(e)
+        elif assignment.speaker is not None:
+            self._update(SPEAKER_NAMES.index(assignment.speaker), e)
+        return assignment
+
+    def peek(self, embedding: np.ndarray, partials: np.ndarray | None = None) -> Assignment:
+        """What :meth:`push` would answer if called now, learning nothing.
+
+        For work done ahead of the end decision (the speculative guess reads the line with the
+        dialogue tagged by this speaker); the assignment itself still happens in order, at the
+        decision, and whoever peeked checks it then.
+        """
+        e, partials = self._project(embedding, partials)
+        if e is None:
+            return Assignment(None, 0.0)
+        mean, heard = self._heard_with(e)
+        return self._choose(e, partials, mean, heard)
+
+    def _project(
+        self, embedding: np.ndarray, partials: np.ndarray | None
+    ) -> tuple[np.ndarray | None, np.ndarray | None]:
         raw = np.asarray(embedding, np.float32).reshape(-1)
         if not np.isfinite(raw).all() or float(np.linalg.norm(raw)) < 1e-6:
-            return Assignment(None, 0.0)  # no voice in it (silence): nobody's, and nothing learnt
+            return None, None
         e = _unit(raw) if self.projection is None else self.projection.apply(raw)
         if partials is not None and self.projection is not None:
             partials = self.projection.apply(partials)
-        self._hear(e)
-        if len(self._counts) == 0:
-            return self._open(e)
-        sims = self._similarity(e[None, :])[0]
+        return e, partials
+
+    def _choose(self, e: np.ndarray, partials: np.ndarray | None, mean: np.ndarray, heard: int) -> Assignment:
+        """The assignment of ``e`` given the session's mean voice after hearing it (pure)."""
+        cfg = self.config
+        known = len(self._counts)
+        if known == 0:
+            return Assignment(SPEAKER_NAMES[0], 0.0, new=True)
+        centroids = self._centroids[:known]
+        sims = self._similarity(e[None, :], centroids, mean, heard)[0]
         best = int(sims.argmax())
-        overlap = self._overlap(partials)  # before "new": a mixture is far from both of its voices
+        overlap = self._overlap(
+            partials, centroids, mean, heard
+        )  # before "new": a mixture is far from both of its voices
         if overlap:
             return Assignment(None, float(sims[best]), overlap=overlap)
-        if sims[best] < self._threshold() and len(self._counts) < cfg.bound:
-            return self._open(e, float(sims[best]))
-        self._update(best, e)
+        if sims[best] < self._threshold() and known < cfg.bound:
+            return Assignment(SPEAKER_NAMES[known], float(sims[best]), new=True)
         return Assignment(SPEAKER_NAMES[best], float(sims[best]))
 
     def _threshold(self) -> float:
@@ -271,11 +305,13 @@ class SpeakerTracker:
             return max(cfg.new_below, cfg.fill_below)
         return cfg.new_below
 
-    def _overlap(self, partials: np.ndarray | None) -> tuple[str, ...]:
+    def _overlap(
+        self, partials: np.ndarray | None, centroids: np.ndarray, mean: np.ndarray, heard: int
+    ) -> tuple[str, ...]:
         """Two known voices in one utterance: its partials side with different speakers, each clearly."""
-        if partials is None or len(partials) < 2 or len(self._counts) < 2:
+        if partials is None or len(partials) < 2 or len(centroids) < 2:
             return ()
-        sims = self._similarity(np.asarray(partials, np.float32))  # (P, K)
+        sims = self._similarity(np.asarray(partials, np.float32), centroids, mean, heard)  # (P, K)
         owners = sims.argmax(axis=1)
         sure = sims.max(axis=1) >= self.config.new_below
         top2 = np.sort(sims, axis=1)[:, -2:]
@@ -283,25 +319,25 @@ class SpeakerTracker:
         voices = sorted({int(k) for k in owners[sure]})
         return tuple(SPEAKER_NAMES[k] for k in voices) if len(voices) >= 2 else ()
 
-    def _hear(self, e: np.ndarray) -> None:
+    def _heard_with(self, e: np.ndarray) -> tuple[np.ndarray, int]:
+        """The session's mean voice and count once ``e`` is heard (the state is not touched)."""
         n = min(self._heard, 10 * self.config.memory)
-        self._mean = e.copy() if self._mean is None else (self._mean * n + e) / (n + 1)
-        self._heard += 1
+        mean = e.copy() if self._mean is None else (self._mean * n + e) / (n + 1)
+        return mean, self._heard + 1
 
-    def _similarity(self, x: np.ndarray) -> np.ndarray:
-        """Cosine similarities (rows of ``x`` vs speakers), both taken relative to the session's mean voice."""
-        n = min(self._heard, 10 * self.config.memory)
+    def _similarity(self, x: np.ndarray, centroids: np.ndarray, mean: np.ndarray, heard: int) -> np.ndarray:
+        """Cosine similarities (rows of ``x`` vs ``centroids``), both taken relative to the session's mean voice."""
+        n = min(heard, 10 * self.config.memory)
         cfg = self.config
-        shift = self._mean * (cfg.center_strength * n / (n + cfg.center_weight)) if cfg.center_weight > 0 else 0.0
-        a, c = x - shift, self._centroids - shift
+        shift = mean * (cfg.center_strength * n / (n + cfg.center_weight)) if cfg.center_weight > 0 else 0.0
+        a, c = x - shift, centroids - shift
         a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-8)
         c = c / np.maximum(np.linalg.norm(c, axis=1, keepdims=True), 1e-8)
         return a @ c.T
 
-    def _open(self, e: np.ndarray, similarity: float = 0.0) -> Assignment:
+    def _open(self, e: np.ndarray) -> None:
         self._centroids = np.vstack([self._centroids, e[None, :]]) if len(self._counts) else e[None, :].copy()
         self._counts.append(1)
-        return Assignment(SPEAKER_NAMES[len(self._counts) - 1], similarity, new=True)
 
     def _update(self, k: int, e: np.ndarray) -> None:
         n = min(self._counts[k], self.config.memory)
@@ -337,6 +373,10 @@ class SpeakerStage:
 
     def assign(self, voice: Voice) -> Assignment:
         return self.tracker.push(voice.embedding, voice.partials)
+
+    def peek(self, voice: Voice) -> Assignment:
+        """What :meth:`assign` would answer now, changing nothing (see :meth:`SpeakerTracker.peek`)."""
+        return self.tracker.peek(voice.embedding, voice.partials)
 
     def reset(self) -> None:
         self.tracker.reset()

@@ -182,12 +182,13 @@ class LengthVoices:
     """A fake voice encoder: the utterance's length decides its voice (short = one person, long = another)."""
 
     dim = 256
+    split_s = 2.6
 
     def __init__(self) -> None:
         self.centres = voices(2)
 
     def embed(self, audio):
-        e = self.centres[int(len(audio) > 2.6 * 16000)]
+        e = self.centres[int(len(audio) > self.split_s * 16000)]
         return e, e[None, :]
 
 
@@ -346,3 +347,85 @@ def test_the_voice_is_embedded_in_the_audio_thread_while_whisper_transcribes():
     assert threads[0].startswith("audio-side") and threads[1] == threading.current_thread().name
     np.testing.assert_array_equal(ahead.voice.embedding, inline.voice.embedding)
     assert ahead.latency["speaker_embed"] >= 0 and inline.latency["speaker_embed"] >= 0
+
+
+@pytest.mark.parametrize("config", [RAW, SpeakerConfig(speakers=3), SpeakerConfig(max_speakers=2)])
+def test_peek_answers_what_push_will_and_learns_nothing(config):
+    """The speculative guess asks the tracker who is speaking before the decision assigns it."""
+    embeddings, _ = session(40, k=3, seed=5)
+    rng = np.random.default_rng(9)
+    a, b = voices(3)[:2]
+    partials = np.stack([utterance_of(a, rng), utterance_of(b, rng)])
+    queue = [(e, None) for e in embeddings[:20]] + [
+        (partials.mean(axis=0), partials),
+        (np.zeros(256, np.float32), None),
+    ]
+    queue += [(e, e[None, :]) for e in embeddings[20:]]
+    tracker = SpeakerTracker(config)
+    for e, p in queue:
+        state = (
+            tracker._centroids.copy(),
+            list(tracker._counts),
+            None if tracker._mean is None else tracker._mean.copy(),
+        )
+        peeked = tracker.peek(e, p)
+        np.testing.assert_array_equal(tracker._centroids, state[0])
+        assert tracker._counts == state[1] and (tracker._mean is None) == (state[2] is None)
+        if state[2] is not None:
+            np.testing.assert_array_equal(tracker._mean, state[2])
+        assert tracker.push(e, p) == peeked
+
+
+class ContextFeatures(FakeFeatures):
+    """FakeFeatures whose text vector depends on the line *and* the dialogue context it was read with."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: list[tuple[str, str | None]] = []
+
+    def utterance(self, audio, text, speaker=None, audio_part=None, encoded=None, norm_key=None, text_context=None):
+        feats, ms = super().utterance(audio, text, speaker, audio_part, encoded, norm_key)
+        return {**feats, "text": self.text_vector(text, text_context)}, ms
+
+    def text_vector(self, text, context, timing=None):
+        self.reads.append((text, context))
+        return context_vector(text, context)
+
+
+def context_vector(text: str, context: str | None) -> torch.Tensor:
+    c = context or ""
+    return torch.tensor([len(text), len(c), sum(map(ord, c)) % 97, c.count("A:") - c.count("B:")], dtype=torch.float32)
+
+
+@pytest.mark.parametrize("speculate", [False, True])
+def test_tracked_speakers_tag_the_dialogue_context_and_each_line_is_read_once(speculate):
+    """With the text read after past turns, the guess tags them by the speaker the tracker expects
+    (``SpeakerTracker.peek``), so the decision does not read the line a second time."""
+    from models.pipeline import TextPipeline
+    from streamer.pipeline import PipelineConfig
+    from streamer.text_context import Turn as TextTurn
+    from streamer.text_context import context_input
+
+    torch.manual_seed(0)
+    pipeline = FeaturePipeline(text=TextPipeline(pooling="utterance_last", context_turns=2))
+    ck = models.Checkpoint(models.build("text", input_dim=4, hidden=8).eval(), LABELS, pipeline)
+    voices_by_length = LengthVoices()
+    voices_by_length.split_s = 2.82  # demo-kitchen's lines: 2.61-2.79 s one person, 2.85-3.6 s the other
+    proc = UtteranceProcessor(ck, ContextFeatures(), FakeTranscriber(), SpeakerStage(voices_by_length, RAW))
+    seen = []
+    push = proc.classifier.push
+    proc.classifier.push = lambda feats, **kw: seen.append(feats["text"].clone()) or push(feats, **kw)
+    out = []
+    config = PipelineConfig(speculate=speculate)
+    LivePipeline(FileSource(RECORDINGS / "demo-kitchen.flac", speed="max"), proc, config=config).run(
+        out.append, threading.Event(), threading.Event()
+    )
+    events = [e for e in out if isinstance(e, UtteranceEvent)]
+    assert len(events) > 4 and {e.speaker for e in events} == {"A", "B"}
+    past = [TextTurn(e.speaker, e.text) for e in events]
+    for i, e in enumerate(events):
+        assert torch.equal(seen[i], context_vector(e.text, context_input(past[:i], e.speaker, 2)))
+    # each final line read once (a stale guess reads other audio, so another fake transcript)
+    assert [sum(text == e.text for text, _ in proc.features.reads) for e in events] == [1] * len(events)
+    if not speculate:
+        assert len(proc.features.reads) == len(events)

@@ -58,6 +58,7 @@ def measure(recordings: list[Path], args, end_silence_ms: int, mode: str, asr_mo
     events, audio_s, wall_s, description, wers = [], 0.0, 0.0, {}, []
     global cpu_s, delays, interims
     cpu_s, delays, interims = 0.0, [], []
+    work.clear()
     for rec in recordings:
         argv = [
             "--replay",
@@ -85,6 +86,7 @@ def measure(recordings: list[Path], args, end_silence_ms: int, mode: str, asr_mo
             got.append(event)
             timed.append((time.perf_counter(), event))
 
+        census(pipeline.processor, work)
         t0, c0 = time.perf_counter(), time.process_time()
         if args.ui:
             shown, interim_ui = run_in_app(pipeline, tap, with_interim=True)
@@ -112,8 +114,44 @@ def measure(recordings: list[Path], args, end_silence_ms: int, mode: str, asr_mo
 
 
 cpu_s = 0.0  # CPU seconds (all threads) of the last measure(): the real-time factor's numerator
+work: dict[str, list] = {}  # stage -> [calls, wall s] of the last measure() (see census)
 delays: list[dict] = []  # interim words of the last measure(): the word, its place, its delay (s)
 interims: list = []  # the interim events of the last measure()
+_work_lock = threading.Lock()
+
+
+def census(processor, tally: dict[str, list]) -> None:
+    """Count the calls and wall time of the pipeline's costly steps into ``tally``, whichever
+    thread makes them: what the CPU went on (final and speculative preparations, guesses dropped
+    as stale, interim decodes, Whisper's encoder passes and decodes, text reads, voice vectors)."""
+    from streamer.work import STALE
+
+    def wrap(obj, name: str, key: str) -> None:
+        fn = getattr(obj, name, None)
+        if fn is None:
+            return
+
+        def counted(*a, **k):
+            t = time.perf_counter()
+            out = fn(*a, **k)
+            with _work_lock:
+                row = tally.setdefault(key, [0, 0.0])
+                row[0] += 1
+                row[1] += time.perf_counter() - t
+                if key == "prepare" and getattr(out, "error", None) == STALE:
+                    tally.setdefault("prepare: stale", [0, 0.0])[0] += 1
+            return out
+
+        setattr(obj, name, counted)
+
+    wrap(processor, "prepare", "prepare")
+    wrap(processor, "interim", "interim")
+    if processor.transcriber is not None:
+        wrap(processor.transcriber, "encode", "whisper encode")
+        wrap(processor.transcriber, "transcribe", "whisper decode")
+    wrap(processor.features, "text_vector", "text read")
+    if processor.speakers is not None:
+        wrap(processor.speakers, "embed", "voice vector")
 
 
 def interim_word_delays(rec: Path, timed: list, interim_ui: list[tuple[float, float]]) -> list[dict]:
@@ -242,6 +280,9 @@ def report(title: str, events, audio_s: float, wall_s: float, speed: str) -> Non
     if speed == "max":
         print(f"\nreal-time factor: {wall_s / audio_s:.3f} (wall {wall_s:.1f} s for {audio_s:.1f} s of audio)")
     print(f"\nCPU real-time factor: {cpu_s / audio_s:.3f} (CPU s of all threads per audio s; {cpu_s:.1f} s)")
+    if work:
+        done = [f"{k} {n} ({s:.1f} s)" if s else f"{k} {n}" for k, (n, s) in sorted(work.items())]
+        print("work done (calls, wall s): " + "; ".join(done))
     if delays:
         seconds = [d["delay_s"] for d in delays]
         late = [d["delay_s"] for d in delays if d["end_s"] < 1.5]

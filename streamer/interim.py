@@ -12,12 +12,14 @@ last piece is left. Whether interim decoding ran or not, the final transcript is
 (same pieces, same decoder); only when it is ready changes.
 
 No threads here: :class:`PieceTranscripts` is used by one thread at a time (the
-pipeline's worker when it speculates, else the pipeline thread).
+pipeline's worker when it speculates, else the pipeline thread); an interim decode takes a
+flag that another thread may set to have it give up between steps.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections import OrderedDict
 
 import numpy as np
@@ -74,17 +76,28 @@ class PieceTranscripts:
             self._cache.popitem(last=False)
         return text
 
-    def interim(self, utt: Utterance) -> str:
+    def interim(self, utt: Utterance, abandon: threading.Event | None = None) -> str | None:
         """Words so far of an utterance in progress (:meth:`Segmenter.in_progress`): the closed
         pieces as the final transcript will have them (decoded now if not yet, so the final
-        finds them ready), and the open piece on :data:`INTERIM_POLICY`'s cheaper window."""
+        finds them ready), and the open piece on :data:`INTERIM_POLICY`'s cheaper window.
+
+        ``abandon``: once set, the next step is not started and None is returned; the open
+        piece's encoder pass and decode are one step each (neither can be interrupted).
+        """
         pieces = utt.pieces()
-        closed = [self.piece(utt, a, b) for a, b in pieces[:-1]]
+        closed = []
+        for a, b in pieces[:-1]:
+            if abandon is not None and abandon.is_set():
+                return None
+            closed.append(self.piece(utt, a, b))
         a, _ = pieces[-1]
         tail = np.ascontiguousarray(utt.audio[a:])
         encode = getattr(self.transcriber, "encode", None)
         if encode is not None:
-            open_text = self.transcriber.transcribe(tail, encode(tail, INTERIM_POLICY))
+            encoded = encode(tail, INTERIM_POLICY)
+            if abandon is not None and abandon.is_set():
+                return None
+            open_text = self.transcriber.transcribe(tail, encoded)
         else:
             open_text = self.transcriber.transcribe(tail)
         return _join([*closed, open_text])

@@ -192,10 +192,13 @@ class UtteranceProcessor:
             voice = None
         return voice, (time.perf_counter() - t) * 1000
 
-    def interim(self, utt: Utterance) -> InterimEvent:
-        """Words so far of an utterance in progress (see :mod:`streamer.interim`); no dialogue state."""
+    def interim(self, utt: Utterance, abandon: threading.Event | None = None) -> InterimEvent | None:
+        """Words so far of an utterance in progress (see :mod:`streamer.interim`); no dialogue state.
+        None when ``abandon`` was set before the decode (the worker is wanted elsewhere)."""
         t = time.perf_counter()
-        text = self.pieces.interim(utt) if self.pieces is not None else ""
+        text = self.pieces.interim(utt, abandon) if self.pieces is not None else ""
+        if text is None:
+            return None
         return InterimEvent.of(utt, text, (time.perf_counter() - t) * 1000)
 
     def __call__(self, utt: Utterance, decided_at: float | None = None, prepared: Prepared | None = None):

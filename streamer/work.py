@@ -53,6 +53,9 @@ class Work:
         #: per segmenter: the guess's bounds, its result, and its flag set once speech outgrows it
         self.pending: dict[int, tuple[tuple[int, int], Future, threading.Event]] = {}
         self.interim_jobs: dict[int, Future] = {}  # per segmenter: the interim decode running
+        #: per segmenter: set when the worker is wanted for a guess or a final, so the running
+        #: interim decode stops after its encoder pass instead of holding the worker for its decode
+        self.interim_flags: dict[int, threading.Event] = {}
         self.interim_at: dict[int, int] = {}  # per segmenter: samples heard at the last interim
         self.finished_at: dict[int, float] = {}  # per segmenter: end (s) of its last final event
 
@@ -68,7 +71,15 @@ class Work:
         if utt is None or utt.end_sample - utt.start_sample < after:
             return
         self.interim_at[channel] = seg.samples_seen
-        self.interim_jobs[channel] = self.pool.submit(self.processor.interim, utt)
+        self.interim_flags[channel] = flag = threading.Event()
+        self.interim_jobs[channel] = self.pool.submit(self.processor.interim, utt, flag)
+
+    def _yield_interims(self) -> None:
+        """The worker is wanted for a speculative guess or a final: running interim decodes
+        give up after the step they are in (their words would be late and stale anyway)."""
+        for channel, job in self.interim_jobs.items():
+            if not job.done():
+                self.interim_flags[channel].set()
 
     def interims(self) -> list[InterimEvent]:
         """Interim events whose decode has finished, unless their utterance has ended meanwhile."""
@@ -81,6 +92,8 @@ class Work:
                 log.debug("interim decode failed: %s", None if future.cancelled() else future.exception())
                 continue
             event = future.result()
+            if event is None:  # given up for a guess or a final
+                continue
             if event.start_s >= self.finished_at.get(channel, -1.0):  # same rounding (ms) on both sides
                 out.append(event)
         waiting = []
@@ -114,6 +127,7 @@ class Work:
             # The worker is still on an earlier guess: queueing more would make the final
             # utterance wait behind several stale guesses; this bounds it to one.
             return
+        self._yield_interims()
         stale = threading.Event()
         future = self.pool.submit(self.processor.prepare, utt, self.audio_pool, stale)
         self.pending[channel] = (key, future, stale)
@@ -126,7 +140,8 @@ class Work:
         self.finished_at[channel] = round(utt.end_s, 3)
         job = self.interim_jobs.pop(channel, None)
         if job is not None:
-            job.cancel()  # not started yet: its words are stale (a running one is dropped when done)
+            job.cancel()  # not started yet: its words are stale
+            self.interim_flags[channel].set()  # running: it stops after its encoder pass
         if self.pool is None:
             return self.processor(utt, decided_at, self.processor.prepare(utt, self.audio_pool))
         old = self.pending.pop(channel, None)
@@ -145,6 +160,8 @@ class Work:
     def drop_guesses(self) -> None:
         for _, _, stale in self.pending.values():
             stale.set()
+        for flag in self.interim_flags.values():
+            flag.set()
         for future in [f for _, f, _ in self.pending.values()] + list(self.interim_jobs.values()):
             future.cancel()
         self.pending.clear()

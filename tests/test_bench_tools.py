@@ -79,7 +79,10 @@ def test_replay_bench_writes_each_runs_events_for_the_tail(tmp_path, capsys):
     assert path.name == "tiny.en-overlap-auto-500ms.jsonl"
     got = read_jsonl(path)
     assert got and all(e.latency_ms["total"] > 0 and e.text for e in got)
-    assert "| tiny.en | overlap | 500 |" in capsys.readouterr().out  # the summary row, one run or several
+    out = capsys.readouterr().out
+    assert "| tiny.en | overlap | 500 |" in out  # the summary row, one run or several
+    census = next(line for line in out.splitlines() if line.startswith("work done"))
+    assert f"prepare {len(got)} (" in census and "whisper encode" in census  # at max speed: one per utterance
     assert bench.main(argv) == 0 and len(read_jsonl(path)) == len(got)  # a new run replaces the file
 
 

@@ -284,3 +284,53 @@ async def test_ui_shows_an_interim_row_then_the_final_replaces_it(tmp_path):
         assert [r.event.text for r in timeline.rows] == [FINAL.text]
         assert len(app.interim_shown) == 2
     assert [json.loads(line).get("type") for line in path.read_text().splitlines()] == [None]
+
+
+def test_a_guess_or_a_final_takes_the_worker_from_a_running_interim_decode():
+    """An interim decode holds the one worker for an encoder pass and a decode; when speech pauses
+    (a guess) or ends (the final) meanwhile, it gives up after its encoder pass, so the words that
+    matter do not wait behind words about to be replaced."""
+    from streamer.work import Work
+    from tests.test_pipeline import _utt
+
+    gate, inside = threading.Event(), threading.Event()
+
+    class Gated(PieceFake):
+        def encode(self, audio, policy=None):
+            if policy is INTERIM_POLICY:
+                inside.set()
+                gate.wait(10)
+            return super().encode(audio, policy)
+
+    class Speaking:  # a segmenter 3 s into an utterance
+        samples_seen = 48000
+
+        def in_progress(self):
+            return _utt(0, 48000)
+
+    def interim_then(step) -> tuple[list[str], list[int], object]:
+        """Start an interim decode, hold it in its encoder pass, do ``step(work)``, then let it go."""
+        proc = processor()
+        proc.transcriber = Gated()
+        proc.pieces = PieceTranscripts(proc.transcriber)
+        work = Work(proc, speculate=True)
+        gate.clear()
+        inside.clear()
+        try:
+            work.interim(0, Speaking(), after=16000, every=16000)
+            assert inside.wait(10)
+            threading.Timer(0.05, gate.set).start()  # lets a final (which waits for the worker) through
+            result = step(work)
+            for future in [*work.interim_jobs.values(), *(f for _, f, _ in work.pending.values())]:
+                _wait(future)
+            return [e.text for e in work.interims() if isinstance(e, InterimEvent)], proc.transcriber.calls, result
+        finally:
+            gate.set()
+            work.close()
+
+    shown, calls, _ = interim_then(lambda work: None)
+    assert len(shown) == 1 and shown[0].startswith("n48000") and calls == [48000]  # left alone: it finishes
+    shown, calls, _ = interim_then(lambda work: work.speculate(0, _utt(0, 52000)))
+    assert shown == [] and calls == [52000]  # the guess's decode only
+    shown, calls, final = interim_then(lambda work: work.finish(0, _utt(0, 56000, 64000)))
+    assert shown == [] and calls == [56000] and final.text.startswith("n56000")

@@ -140,6 +140,8 @@ def census(processor, tally: dict[str, list]) -> None:
                 row[1] += time.perf_counter() - t
                 if key == "prepare" and getattr(out, "error", None) == STALE:
                     tally.setdefault("prepare: stale", [0, 0.0])[0] += 1
+                if key == "interim" and out is None:
+                    tally.setdefault("interim: given up", [0, 0.0])[0] += 1
             return out
 
         setattr(obj, name, counted)

@@ -15,7 +15,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -122,7 +122,17 @@ class UtteranceProcessor:
         ahead = audio_pool.submit(self.features.audio_part, utt.audio) if audio_pool is not None else None
         # the voice vector needs only the audio: in the audio thread it runs while Whisper transcribes
         track = self.speakers is not None and utt.speaker is None
-        voice_ahead = audio_pool.submit(self._voice, utt.audio) if track and audio_pool is not None else None
+        voice_ahead: Future | None = None
+
+        def start_voice() -> None:
+            nonlocal voice_ahead
+            if track and audio_pool is not None and voice_ahead is None:
+                voice_ahead = audio_pool.submit(self._voice, utt.audio)
+
+        if stale is None or not self.shared_encoder:
+            start_voice()
+        # else a guess: many go stale during their encoder pass (speech went on after a short
+        # pause), so it embeds the voice once that pass is through, beside the decode
 
         def drop_ahead() -> None:
             for job in (ahead, voice_ahead):
@@ -143,6 +153,7 @@ class UtteranceProcessor:
                 encoded = self.transcriber.encode(utt.audio)  # the audio features' pass, whatever the cuts
                 if outgrown():  # a long turn's decode is the larger half of its ASR
                     return Prepared(text, None, latency, STALE)
+                start_voice()
                 text = self.pieces.text(utt, encoded)
             else:
                 text = self.pieces.text(utt) if self.pieces is not None else ""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -275,12 +276,25 @@ def test_a_stale_guess_with_the_shared_encoder_skips_its_decode():
     class SharedFeatures(FakeFeatures):
         shares_encoder = True
 
+    class Voices:  # the speaker stage: counts the voice vectors it is asked for
+        calls = 0
+
+        def embed(self, audio):
+            Voices.calls += 1
+            return "voice"
+
+        def peek(self, voice):
+            return None
+
     ck = processor().checkpoint
-    proc = UtteranceProcessor(ck, SharedFeatures(), SharedEncoder())
-    p = proc.prepare(_utt(0, 16000), None, stale)
-    assert p.error == STALE and p.features is None and proc.transcriber.calls == 0 and "asr" in p.latency
-    fresh = proc.prepare(_utt(0, 16000), None, threading.Event())
+    proc = UtteranceProcessor(ck, SharedFeatures(), SharedEncoder(), Voices())
+    with ThreadPoolExecutor(1) as audio_pool:
+        p = proc.prepare(_utt(0, 16000), audio_pool, stale)
+        assert p.error == STALE and p.features is None and proc.transcriber.calls == 0 and "asr" in p.latency
+        assert Voices.calls == 0  # nor the voice vector
+        fresh = proc.prepare(_utt(0, 16000), audio_pool, threading.Event())
     assert fresh.features is not None and fresh.text == "utterance of 1.00 seconds" and proc.transcriber.calls == 1
+    assert fresh.voice == "voice" and Voices.calls == 1
 
 
 @pytest.mark.parametrize("final_end", [24000, 16000])

@@ -1,11 +1,13 @@
 """Render a recording of long turns (> 6 s) for the latency benchmark's "> 6 s" bucket.
 
     python bench/long_turns.py [--turns 44] [--out .cache-bench/long-turns.flac]
+    python bench/long_turns.py --turns 40 --min-s 0.8 --max-s 1.9 --out .cache-bench/short-turns.flac
 
-MELD *train* lines (never test) joined into turns of 6.2-7.8 s, read by two espeak-ng
-*validation* voices in turn, with 0.8-1.0 s between turns; writes the FLAC and a
-``.jsonl`` ground truth next to it (start/end seconds, speaker, text), as the demos have.
-Deterministic for a given seed and espeak-ng version; rendered lines are cached in .cache/tts.
+MELD *train* lines (never test) joined into turns of 6.2-7.8 s (or ``--min-s``-``--max-s``:
+short lines as they are, for the "<= 2 s" bucket), read by two espeak-ng *validation* voices in
+turn, with 0.8-1.0 s between turns; writes the FLAC and a ``.jsonl`` ground truth next to it
+(start/end seconds, speaker, text), as the demos have. Deterministic for a given seed and
+espeak-ng version; rendered lines are cached in .cache/tts.
 """
 
 from __future__ import annotations
@@ -31,13 +33,18 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--turns", type=int, default=44)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--min-s", type=float, default=6.2, help="shortest turn, seconds of speech")
+    ap.add_argument("--max-s", type=float, default=7.8, help="longest turn, seconds of speech")
     ap.add_argument("--out", type=Path, default=Path(".cache-bench/long-turns.flac"))
     args = ap.parse_args(argv)
+    if not 0.3 <= args.min_s < args.max_s:
+        ap.error(f"--min-s must be at least 0.3 and below --max-s, got {args.min_s} and {args.max_s}")
+    lo, hi = int(args.min_s * RATE_HZ), int(args.max_s * RATE_HZ)
     from streamer.text_encoder import normalize_text
 
     with open(MELD_TRAIN, encoding="utf-8") as f:
         rows = [normalize_text(r["Utterance"]) for r in csv.DictReader(f)]
-    rows = [r for r in rows if len(r.split()) >= 4]
+    rows = [r for r in rows if len(r.split()) >= (4 if args.min_s >= 2 else 2)]
     rng = np.random.default_rng(args.seed)
     voices = [v for v in VOICE_SPLITS["validation"] if "klatt" not in v.name]
     parts, truth, pos = [np.zeros(int(0.6 * RATE_HZ), np.float32)], [], int(0.6 * RATE_HZ)
@@ -48,9 +55,9 @@ def main(argv: list[str] | None = None) -> int:
         for j in range(i, i + 8):  # join lines until the turn is long enough
             text = f"{text} {rows[j]}".strip()
             audio = speak(voice, text)
-            if len(audio) >= 6.2 * RATE_HZ:
+            if len(audio) >= lo:
                 break
-        if not 6.2 * RATE_HZ <= len(audio) <= 7.8 * RATE_HZ:
+        if not lo <= len(audio) <= hi:
             continue
         audio = audio / max(1e-3, float(np.abs(audio).max())) * 0.7
         truth.append(

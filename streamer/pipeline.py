@@ -165,7 +165,10 @@ class UtteranceProcessor:
             audio_part = ahead.result() if ahead is not None else None
             voice = None
             if track:
+                waited = time.perf_counter()
                 voice, latency["speaker_embed"] = voice_ahead.result() if voice_ahead else self._voice(utt.audio)
+                if voice_ahead is not None:  # how long the text waited for the voice (it needs the speaker)
+                    latency["speaker_wait"] = (time.perf_counter() - waited) * 1000
             # the dialogue tagged as it will be at the decision, so the text is read once, here
             context = self.history.context(self._expected_speaker(voice) if track else speaker)
             extra = {"text_context": context} if self.history.turns else {}

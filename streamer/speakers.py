@@ -289,9 +289,8 @@ class SpeakerTracker:
         centroids = self._centroids[:known]
         sims = self._similarity(e[None, :], centroids, mean, heard)[0]
         best = int(sims.argmax())
-        overlap = self._overlap(
-            partials, centroids, mean, heard
-        )  # before "new": a mixture is far from both of its voices
+        # before "new": a mixture is far from both of its voices
+        overlap = self._overlap(partials, centroids, mean, heard)
         if overlap:
             return Assignment(None, float(sims[best]), overlap=overlap)
         if sims[best] < self._threshold() and known < cfg.bound:

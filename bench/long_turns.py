@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             {
                 "start_s": round(pos / RATE_HZ, 3),
                 "end_s": round((pos + len(audio)) / RATE_HZ, 3),
-                "speaker": "AB"[len(truth) % 2],
+                "speaker": "ABCDEFGH"[voices.index(voice)],  # one letter per voice
                 "text": text,
             }
         )

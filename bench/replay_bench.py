@@ -75,6 +75,8 @@ def measure(recordings: list[Path], args, end_silence_ms: int, mode: str, asr_mo
         ]
         if args.model:
             argv += ["--model", str(args.model)]
+        if args.block_ms is not None:
+            argv += ["--block-ms", str(args.block_ms)]
         speculate, overlap, interim = MODES[mode]
         pipeline, _ = build_pipeline(build_parser().parse_args(argv))
         pipeline.config = dataclasses.replace(pipeline.config, speculate=speculate, overlap=overlap, interim=interim)
@@ -314,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--text-runtime", nargs="+", choices=TEXT_RUNTIMES, default=["auto"], help="compared in one run")
     ap.add_argument("--ui", action="store_true", help="run inside the Textual app (headless) and time the UI stage")
     ap.add_argument("--events", type=Path, default=None, help="write each run's events (JSONL) into this folder")
+    ap.add_argument("--block-ms", type=int, default=None, help="audio block length (default: ser-live's)")
     args = ap.parse_args(argv)
 
     from streamer.cli import _quiet_libraries

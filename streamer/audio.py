@@ -32,6 +32,7 @@ import numpy as np
 from scipy.signal import resample_poly
 
 from streamer.decode import SOUNDFILE_SUFFIXES, AudioError, AudioStream, PolyphaseStream
+from streamer.options import DEFAULT_BLOCK_MS
 from streamer.recorder import Recorder
 
 logger = logging.getLogger(__name__)
@@ -159,7 +160,7 @@ class FileSource:
     def __init__(
         self,
         path: str | Path,
-        block_ms: int = 100,
+        block_ms: int = DEFAULT_BLOCK_MS,
         speed: Literal["realtime", "max"] = "realtime",
         split_channels: bool = False,
         start_s: float | None = None,

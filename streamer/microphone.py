@@ -21,6 +21,10 @@ import numpy as np
 
 from streamer.audio import SAMPLE_RATE_HZ, AudioError, StreamResampler
 from streamer.decode import silence_nonfinite
+from streamer.options import DEFAULT_BLOCK_MS
+
+#: The microphone's queue holds this much audio while the pipeline is busy, whatever the block length.
+QUEUE_MS = 5000
 
 logger = logging.getLogger(__name__)
 
@@ -110,12 +114,14 @@ class MicrophoneSource:
         self,
         device: int | str | None = None,
         sample_rate_hz: int | None = None,
-        block_ms: int = 100,
-        queue_blocks: int = 50,
+        block_ms: int = DEFAULT_BLOCK_MS,
+        queue_blocks: int | None = None,
         channels: int = 1,
         timeout_s: float = 2.0,
         sounddevice: ModuleType | Any | None = None,
     ) -> None:
+        if queue_blocks is None:  # 5 s of audio, whatever the block length
+            queue_blocks = -(-QUEUE_MS // max(1, block_ms))
         if block_ms <= 0 or queue_blocks <= 0 or channels <= 0 or timeout_s <= 0:
             raise AudioError(
                 f"block_ms, queue_blocks, channels and timeout_s must be positive, "

@@ -58,6 +58,7 @@ class Work:
         self.interim_flags: dict[int, threading.Event] = {}
         self.interim_at: dict[int, int] = {}  # per segmenter: samples heard at the last interim
         self.finished_at: dict[int, float] = {}  # per segmenter: end (s) of its last final event
+        self.guessed_at: dict[int, float] = {}  # per segmenter: when its pending guess was submitted
 
     def _idle(self) -> bool:
         return all(f.done() for _, f, _ in self.pending.values()) and all(f.done() for f in self.interim_jobs.values())
@@ -131,6 +132,7 @@ class Work:
         stale = threading.Event()
         future = self.pool.submit(self.processor.prepare, utt, self.audio_pool, stale)
         self.pending[channel] = (key, future, stale)
+        self.guessed_at[channel] = time.perf_counter()
         if self.guess_words_after is not None and utt.end_sample - utt.start_sample >= self.guess_words_after:
             self._guessed.append((channel, utt, future))
             self.interim_at[channel] = utt.end_sample  # the interim cadence counts from this decode
@@ -145,8 +147,10 @@ class Work:
         if self.pool is None:
             return self.processor(utt, decided_at, self.processor.prepare(utt, self.audio_pool))
         old = self.pending.pop(channel, None)
+        head_start = None
         if old is not None and old[0] == (utt.start_sample, utt.end_sample) and not old[1].cancelled():
             future = old[1]  # same samples as the guess: its result is this utterance's
+            head_start = (decided_at - self.guessed_at[channel]) * 1000
         else:
             if old is not None:
                 old[2].set()
@@ -155,6 +159,8 @@ class Work:
         prepared = future.result()
         if prepared.error == STALE:  # flagged, then the same samples ended after all: prepare it whole
             prepared = self.pool.submit(self.processor.prepare, utt, self.audio_pool).result()
+        elif head_start is not None:  # how long the guess had before the decision (the end silence it hid in)
+            prepared.latency["head_start"] = head_start
         return self.processor(utt, decided_at, prepared)
 
     def drop_guesses(self) -> None:

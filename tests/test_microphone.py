@@ -124,6 +124,14 @@ def test_microphone_delivers_blocks_then_reports_the_device_gone() -> None:
     assert sd.streams[0].kwargs["samplerate"] == SR and sd.streams[0].kwargs["dtype"] == "float32"
 
 
+def test_microphone_queue_holds_five_seconds_whatever_the_block() -> None:
+    """The default block is one VAD frame (30 ms); the queue still rides out 5 s of a busy pipeline."""
+    sd = FakeSoundDevice(tones(SR, 1.0, [440.0]))
+    assert MicrophoneSource(sounddevice=sd)._queue.maxsize == 167  # 5000 / 30, rounded up
+    assert MicrophoneSource(sounddevice=sd, block_ms=100)._queue.maxsize == 50
+    assert MicrophoneSource(sounddevice=sd, block_ms=100, queue_blocks=7)._queue.maxsize == 7
+
+
 def test_microphone_close_ends_the_iteration_without_error() -> None:
     sd = FakeSoundDevice(tones(SR, 5.0, [440.0]))
     sd.block_pause_s = 0.005
@@ -212,9 +220,9 @@ def test_stream_that_breaks_or_fails_to_open_is_a_clear_error() -> None:
 def test_status_flags_are_counted() -> None:
     sd = FakeSoundDevice(tones(SR, 0.5, [440.0]))
     sd.status = "input overflow"
-    mic = MicrophoneSource(sounddevice=sd)
+    mic = MicrophoneSource(sounddevice=sd, block_ms=100)
     collect(mic)
-    assert mic.status_flags == 5
+    assert mic.status_flags == 5  # one per 100 ms block
 
 
 def test_device_selection() -> None:

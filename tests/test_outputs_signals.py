@@ -254,7 +254,7 @@ def test_stop_still_emits_the_utterance_already_captured():
         channels, dropped_blocks, description = 1, 0, "demo"
 
         def __iter__(self):
-            for i, block in enumerate(FileSource(ROOT / "recordings" / "demo-office.flac", speed="max")):
+            for i, block in enumerate(FileSource(ROOT / "recordings" / "demo-office.flac", speed="max", block_ms=100)):
                 if i == 25:
                     stop.set()  # Ctrl-C
                 yield block

@@ -195,6 +195,9 @@ def test_speculation_prepares_the_final_utterance_before_the_decision():
     # every final utterance was transcribed ahead (speculatively) and reused: at most a few
     # extra calls for pauses inside utterances, never one per utterance on top
     assert len(utts) <= proc.transcriber.calls < 2 * len(utts)
+    # and each says how long its guess had before the decision
+    heads = [e.latency_ms["head_start"] for e in utts if "head_start" in e.latency_ms]
+    assert len(heads) >= len(utts) - 2 and min(heads) >= 0
 
 
 def test_pause_keeps_the_session_clock():
@@ -205,7 +208,7 @@ def test_pause_keeps_the_session_clock():
         channels, dropped_blocks, description = 1, 0, "pausing"
 
         def __iter__(self):
-            for i, block in enumerate(FileSource(RECORDINGS / "demo-office.flac", speed="max")):
+            for i, block in enumerate(FileSource(RECORDINGS / "demo-office.flac", speed="max", block_ms=100)):
                 if i == 100:  # 10.0 s .. 12.0 s unheard
                     paused.set()
                 elif i == 120:

@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     src.add_argument("--device", default=None, help="microphone by index or name (see --list-devices)")
     src.add_argument("--list-devices", action="store_true", help="list audio input devices and exit")
-    src.add_argument("--block-ms", type=int, default=DEFAULT_BLOCK_MS, help="audio block, ms (default: one VAD frame)")
+    src.add_argument("--block-ms", type=int, default=DEFAULT_BLOCK_MS, help="audio block length in milliseconds")
     mdl = ap.add_argument_group("models")
     mdl.add_argument("--model", type=Path, default=None, help="checkpoint (default: the bundled HBAF)")
     mdl.add_argument("--asr-model", default="tiny.en", help="faster-whisper model name or path")

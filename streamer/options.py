@@ -14,10 +14,12 @@ BUNDLED_MODEL = Path(__file__).parent / "assets" / "default.pt"
 #: What runs the text encoder (:class:`streamer.text_encoder.TextEncoder`): ONNX Runtime, torch, or auto.
 TEXT_RUNTIMES = ("auto", "onnx", "torch")
 
-#: Audio arrives in blocks of one webrtcvad frame: the pipeline sees a pause (and starts its
-#: speculative guess) and an utterance's end when the frame that makes them is heard, not up to a
-#: block later; with 100 ms blocks 40 % of the guesses lost 100 ms of their head start (docs/benchmarks.md).
-DEFAULT_BLOCK_MS = 30
+#: Audio blocks of 100 ms. One VAD frame (30 ms) was measured and dropped (docs/benchmarks.md,
+#: session 17): it gives every speculative guess the same 360 ms head start (100 ms blocks: 400 ms,
+#: or 300 ms for a third of the lines), but it also starts a guess at every pause the block would
+#: have hidden, and the extra stale guesses cost more CPU (real-time factor 0.299 -> 0.325) than the
+#: head start won back (long turns' p95 264 -> 263 ms).
+DEFAULT_BLOCK_MS = 100
 #: What CTranslate2 accepts as a compute type (``auto``: ser-live's choice, int8 on CPU).
 COMPUTE_TYPES = (
     "auto",

@@ -125,10 +125,10 @@ def test_microphone_delivers_blocks_then_reports_the_device_gone() -> None:
 
 
 def test_microphone_queue_holds_five_seconds_whatever_the_block() -> None:
-    """The default block is one VAD frame (30 ms); the queue still rides out 5 s of a busy pipeline."""
+    """The queue rides out 5 s of a busy pipeline, whatever the block length."""
     sd = FakeSoundDevice(tones(SR, 1.0, [440.0]))
-    assert MicrophoneSource(sounddevice=sd)._queue.maxsize == 167  # 5000 / 30, rounded up
-    assert MicrophoneSource(sounddevice=sd, block_ms=100)._queue.maxsize == 50
+    assert MicrophoneSource(sounddevice=sd)._queue.maxsize == 50  # 100 ms blocks
+    assert MicrophoneSource(sounddevice=sd, block_ms=30)._queue.maxsize == 167  # 5000 / 30, rounded up
     assert MicrophoneSource(sounddevice=sd, block_ms=100, queue_blocks=7)._queue.maxsize == 7
 
 

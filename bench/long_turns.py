@@ -4,10 +4,10 @@
     python bench/long_turns.py --turns 40 --min-s 0.8 --max-s 1.9 --out .cache-bench/short-turns.flac
 
 MELD *train* lines (never test) joined into turns of 6.2-7.8 s (or ``--min-s``-``--max-s``:
-short lines as they are, for the "<= 2 s" bucket), read by two espeak-ng *validation* voices in
-turn, with 0.8-1.0 s between turns; writes the FLAC and a ``.jsonl`` ground truth next to it
-(start/end seconds, speaker, text), as the demos have. Deterministic for a given seed and
-espeak-ng version; rendered lines are cached in .cache/tts.
+short lines as they are, for the "<= 2 s" bucket), read by the espeak-ng *validation* voices
+(klatt variants left out) in rotation, with 0.8-1.0 s between turns; writes the FLAC and a
+``.jsonl`` ground truth next to it (start/end seconds, speaker, text), as the demos have.
+Deterministic for a given seed and espeak-ng version; rendered lines are cached in .cache/tts.
 """
 
 from __future__ import annotations

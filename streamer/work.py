@@ -52,16 +52,16 @@ class Work:
         self.audio_pool = ThreadPoolExecutor(1, thread_name_prefix="ser-live-audio") if overlap else None
         #: per segmenter: the guess's bounds, its result, and its flag set once speech outgrows it
         self.pending: dict[int, tuple[tuple[int, int], Future, threading.Event]] = {}
-        self.interim_jobs: dict[int, Future] = {}  # per segmenter: the interim decode running
-        #: per segmenter: set when the worker is wanted for a guess or a final, so the running
-        #: interim decode stops after its encoder pass instead of holding the worker for its decode
-        self.interim_flags: dict[int, threading.Event] = {}
+        #: per segmenter: the interim decode running, and its flag set when the worker is wanted for a
+        #: guess or a final (the decode then stops after its encoder pass instead of holding the worker)
+        self.interim_jobs: dict[int, tuple[Future, threading.Event]] = {}
         self.interim_at: dict[int, int] = {}  # per segmenter: samples heard at the last interim
         self.finished_at: dict[int, float] = {}  # per segmenter: end (s) of its last final event
         self.guessed_at: dict[int, float] = {}  # per segmenter: when its pending guess was submitted
 
     def _idle(self) -> bool:
-        return all(f.done() for _, f, _ in self.pending.values()) and all(f.done() for f in self.interim_jobs.values())
+        guesses = (f for _, f, _ in self.pending.values())
+        return all(f.done() for f in guesses) and all(f.done() for f, _ in self.interim_jobs.values())
 
     def interim(self, channel: int, seg: Segmenter, after: int, every: int) -> None:
         """Start an interim decode of ``seg``'s utterance in progress if the worker is idle, the
@@ -72,20 +72,20 @@ class Work:
         if utt is None or utt.end_sample - utt.start_sample < after:
             return
         self.interim_at[channel] = seg.samples_seen
-        self.interim_flags[channel] = flag = threading.Event()
-        self.interim_jobs[channel] = self.pool.submit(self.processor.interim, utt, flag)
+        flag = threading.Event()
+        self.interim_jobs[channel] = (self.pool.submit(self.processor.interim, utt, flag), flag)
 
     def _yield_interims(self) -> None:
         """The worker is wanted for a speculative guess or a final: running interim decodes
         give up after the step they are in (their words would be late and stale anyway)."""
-        for channel, job in self.interim_jobs.items():
+        for job, flag in self.interim_jobs.values():
             if not job.done():
-                self.interim_flags[channel].set()
+                flag.set()
 
     def interims(self) -> list[InterimEvent]:
         """Interim events whose decode has finished, unless their utterance has ended meanwhile."""
         out = []
-        for channel, future in list(self.interim_jobs.items()):
+        for channel, (future, _) in list(self.interim_jobs.items()):
             if not future.done():
                 continue
             del self.interim_jobs[channel]
@@ -140,10 +140,10 @@ class Work:
     def finish(self, channel: int, utt: Utterance) -> UtteranceEvent:
         decided_at = time.perf_counter()
         self.finished_at[channel] = round(utt.end_s, 3)
-        job = self.interim_jobs.pop(channel, None)
+        job, flag = self.interim_jobs.pop(channel, (None, None))
         if job is not None:
             job.cancel()  # not started yet: its words are stale
-            self.interim_flags[channel].set()  # running: it stops after its encoder pass
+            flag.set()  # running: it stops after its encoder pass
         if self.pool is None:
             return self.processor(utt, decided_at, self.processor.prepare(utt, self.audio_pool))
         old = self.pending.pop(channel, None)
@@ -166,9 +166,9 @@ class Work:
     def drop_guesses(self) -> None:
         for _, _, stale in self.pending.values():
             stale.set()
-        for flag in self.interim_flags.values():
+        for _, flag in self.interim_jobs.values():
             flag.set()
-        for future in [f for _, f, _ in self.pending.values()] + list(self.interim_jobs.values()):
+        for future in [f for _, f, _ in self.pending.values()] + [f for f, _ in self.interim_jobs.values()]:
             future.cancel()
         self.pending.clear()
         self.interim_jobs.clear()

@@ -321,7 +321,7 @@ def test_a_guess_or_a_final_takes_the_worker_from_a_running_interim_decode():
             assert inside.wait(10)
             threading.Timer(0.05, gate.set).start()  # lets a final (which waits for the worker) through
             result = step(work)
-            for future in [*work.interim_jobs.values(), *(f for _, f, _ in work.pending.values())]:
+            for future in [*(f for f, _ in work.interim_jobs.values()), *(f for _, f, _ in work.pending.values())]:
                 _wait(future)
             return [e.text for e in work.interims() if isinstance(e, InterimEvent)], proc.transcriber.calls, result
         finally:

@@ -100,3 +100,10 @@ def test_interim_word_delay_counts_the_right_word_and_any_word_at_its_place():
     assert [d["delay_s"] for d in got] == [4.5, 4.2, 3.9, 1.5]
     assert [d["any_delay_s"] for d in got] == [1.5, 1.2, 0.9, 1.5]  # "joly" stood at "Joey"'s place
     assert [d["by_final"] for d in got] == [False, False, False, True]
+
+
+def test_long_turns_refuses_a_length_range_that_cannot_hold_a_turn(capsys):
+    turns = load_script(ROOT / "bench" / "long_turns.py")
+    with pytest.raises(SystemExit):
+        turns.main(["--min-s", "3", "--max-s", "2"])
+    assert "--min-s must be at least 0.3 and below --max-s, got 3.0 and 2.0" in capsys.readouterr().err

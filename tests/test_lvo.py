@@ -112,3 +112,44 @@ def test_scoring_some_sets_again_keeps_the_others(tmp_path, monkeypatch):
         assert main(["lvo", "--out", str(tmp_path), "--sets", s]) == 0
     saved = json.loads((tmp_path / "results-bundled.json").read_text())
     assert sorted(saved) == ["paired", "words-espeak"]
+
+
+def test_speaker_attribution_is_the_best_one_to_one_mapping_and_a_miss_counts_wrong():
+    from training.e2e import score
+
+    truth = [Segment(2 * i, 2 * i + 1, label="joy", speaker=s) for i, s in enumerate("ABABAC")]
+    # the tracker splits A (its third turn opens z), and the last turn is not heard at all
+    heard = [Segment(2 * i, 2 * i + 1, label="joy", speaker=s) for i, s in enumerate(["x", "y", "x", "y", "z"])]
+    r = score(truth, heard)
+    assert r["speakers_pred"] == ["x", "y", "x", "y", "z", None]
+    # A -> x (2 of its 3 turns), B -> y (2); A's third turn went to z, C's turn is missed
+    assert r["speaker_attribution"] == {"turns": 6, "correct": 4, "speakers_true": 3, "speakers_found": 3}
+    # a tracker that gives everyone one label is right only for the largest speaker
+    one = score(truth, [Segment(s.start_s, s.end_s, label="joy", speaker="x") for s in truth])
+    assert one["speaker_attribution"]["correct"] == 3
+    assert score([Segment(0, 1, label="joy")], [Segment(0, 1, label="joy")])["speaker_attribution"] is None
+
+
+def test_the_set_pools_attribution_over_recordings_and_by_how_many_speak(tmp_path, monkeypatch):
+    import training.lvo as lvo
+
+    recordings = [tmp_path / "a.flac", tmp_path / "b.flac", tmp_path / "c.flac"]
+    monkeypatch.setattr(lvo, "render_set", lambda *a, **k: recordings)
+    two = [Segment(0, 1, label="joy", speaker="A"), Segment(2, 3, label="joy", speaker="B")]
+    three = two + [Segment(4, 5, label="joy", speaker="C")]
+    results = {
+        "a": align(two, [Segment(0, 1, label="joy", speaker="x"), Segment(2, 3, label="joy", speaker="y")]),
+        "b": align(two, [Segment(0, 1, label="joy", speaker="x"), Segment(2, 3, label="joy", speaker="x")]),
+        "c": align(three, [Segment(0, 1, label="joy", speaker="x"), Segment(2, 3, label="joy", speaker="y"),
+                           Segment(4, 5, label="joy", speaker="y")]),
+    }
+    from training.e2e import speaker_attribution
+
+    for r in results.values():
+        r["speaker_attribution"] = speaker_attribution(r["speakers_true"], r["speakers_pred"])
+    monkeypatch.setattr(lvo, "evaluate_recording", lambda rec, *a, **k: {**results[rec.stem], "wer": 0.0})
+    who = lvo.evaluate_sets(tmp_path, None, ["words-engines"])["words-engines"]["speakers"]
+    assert (who["turns"], who["attribution"]) == (7, pytest.approx(5 / 7))
+    assert who["by_speakers"]["2"]["attribution"] == pytest.approx(3 / 4)
+    assert who["by_speakers"]["3"] == {"recordings": 1, "turns": 3, "attribution": pytest.approx(2 / 3),
+                                       "speakers_found_per_true": pytest.approx(2 / 3)}

@@ -89,7 +89,7 @@ def align(truth: list[Segment], pred: list[Segment], min_overlap_s: float = 0.2)
         if i >= 0:
             per_truth[i].append(j)
     merged = sum(1 for p in pred if sum(overlap(t, p) >= min_overlap_s for t in truth) > 1)
-    labels_true, labels_pred, confidences, speakers, missed = [], [], [], [], 0
+    labels_true, labels_pred, confidences, speakers, heard_as, missed = [], [], [], [], [], 0
     probs: list[dict[str, dict[str, float]]] = []
     by_channel: dict[str, dict[int, str]] = {}
     for i, t in enumerate(truth):
@@ -99,6 +99,7 @@ def align(truth: list[Segment], pred: list[Segment], min_overlap_s: float = 0.2)
         missed += best is None
         labels_true.append(t.label)
         speakers.append(t.speaker)
+        heard_as.append(pred[best].speaker if best is not None else None)
         labels_pred.append(pred[best].label if best is not None and pred[best].label else MISSED)
         confidences.append(pred[best].confidence if best is not None and pred[best].label else 0.0)
         probs.append(pred[best].probs if best is not None and pred[best].label else {})
@@ -116,8 +117,34 @@ def align(truth: list[Segment], pred: list[Segment], min_overlap_s: float = 0.2)
         "confidences": confidences,
         "probs": probs,
         "speakers_true": speakers,
+        # whom the tracker named for each truth (None: missed, or no speaker given)
+        "speakers_pred": heard_as,
         # each channel's own answer per truth, where the model gives one (missed otherwise)
         "labels_channels": {c: [got.get(i, MISSED) for i in range(len(truth))] for c, got in by_channel.items()},
+    }
+
+
+def speaker_attribution(speakers_true: list[str | None], speakers_pred: list[str | None]) -> dict | None:
+    """How many of one recording's turns carry the right speaker under the best one-to-one
+    mapping of predicted to true speakers (the speaker issue's attribution, as
+    ``python -m training speakers`` scores it); a missed turn, or one heard without a speaker,
+    counts as wrong. ``None`` where the truth names no speakers."""
+    from training.speakers import best_mapping
+
+    pairs = [(t, p) for t, p in zip(speakers_true, speakers_pred) if t is not None]
+    if not pairs:
+        return None
+    truth = sorted({t for t, _ in pairs})
+    heard = sorted({p for _, p in pairs if p is not None})
+    counts = np.zeros((len(truth), len(heard)))
+    for t, p in pairs:
+        if p is not None:
+            counts[truth.index(t), heard.index(p)] += 1
+    return {
+        "turns": len(pairs),
+        "correct": int(round(best_mapping(counts))),
+        "speakers_true": len(truth),
+        "speakers_found": len(heard),
     }
 
 
@@ -148,6 +175,7 @@ def score(truth: list[Segment], pred: list[Segment]) -> dict:
     a["weighted_f1"] = float(f1_score(y_true, y_pred, average="weighted", zero_division=0)) if labelled else 0.0
     a["accuracy"] = float(np.mean([t == p for t, p in labelled])) if labelled else 0.0
     a["wer"] = word_error_rate(" ".join(t.text for t in truth), " ".join(p.text for p in pred))
+    a["speaker_attribution"] = speaker_attribution(a["speakers_true"], a["speakers_pred"])
     return a
 
 

@@ -123,6 +123,27 @@ def by_gender(labels_true: list[str | None], labels_pred: list[str], speakers: l
     }
 
 
+def pooled_attribution(recordings: list[dict]) -> dict | None:
+    """Speaker attribution pooled over a set's recordings (turns with the right speaker under
+    each recording's best mapping / turns), overall and by how many people speak in a recording."""
+    if not recordings:
+        return None
+
+    def pool(rs: list[dict]) -> dict:
+        turns = sum(r["turns"] for r in rs)
+        return {
+            "recordings": len(rs),
+            "turns": turns,
+            "attribution": sum(r["correct"] for r in rs) / max(turns, 1),
+            "speakers_found_per_true": float(np.mean([r["speakers_found"] / r["speakers_true"] for r in rs])),
+        }
+
+    counts = sorted({r["speakers_true"] for r in recordings})
+    return pool(recordings) | {
+        "by_speakers": {str(n): pool([r for r in recordings if r["speakers_true"] == n]) for n in counts}
+    }
+
+
 def pooled_scores(labels_true: list[str | None], labels_pred: list[str]) -> dict:
     pairs = [(t, p) for t, p in zip(labels_true, labels_pred) if t is not None]
     if not pairs:
@@ -154,7 +175,7 @@ def evaluate_sets(
         if name not in LVO_SETS:
             raise ValueError(f"unknown leave-voices-out set {name!r}: choose from {', '.join(LVO_SETS)}")
         recordings = render_set(name, out / "recordings", dialogues, root)
-        y_true, y_pred, conf, wers, speakers, per_recording, probs = [], [], [], [], [], [], []
+        y_true, y_pred, conf, wers, speakers, per_recording, probs, who = [], [], [], [], [], [], [], []
         for rec in recordings:
             r = evaluate_recording(rec, rec.with_suffix(".jsonl"), checkpoint, asr_model=asr_model)
             y_true += r["labels_true"]
@@ -163,6 +184,8 @@ def evaluate_sets(
             probs += r["probs"]
             speakers += r["speakers_true"]
             wers.append(r["wer"])
+            if r.get("speaker_attribution"):
+                who.append(r["speaker_attribution"])
             per_recording.append((len(r["labels_true"]), r.get("labels_channels", {})))
         scores = pooled_scores(y_true, y_pred)
         # what each channel says alone on the same utterances: "at least what the words alone give";
@@ -179,6 +202,7 @@ def evaluate_sets(
         scores["coverage"] = coverage_curve(y_true, y_pred, conf)
         scores["by_gender"] = by_gender(y_true, y_pred, speakers)
         scores["wer"] = float(np.mean(wers)) if wers else None
+        scores["speakers"] = pooled_attribution(who)
         scores["recordings"] = len(recordings)
         results[name] = scores
         log.info("%s: %s", name, json.dumps({k: v for k, v in scores.items() if k != "predicted"}))
@@ -188,15 +212,18 @@ def evaluate_sets(
 def table(results: dict[str, dict]) -> str:
     lines = [
         "| set | utterances | weighted F1 | macro F1 | unweighted acc. | WER | wF1 by gender | wF1 per channel alone"
-        " | most predicted |",
-        "|---|---:|---:|---:|---:|---:|---|---|---|",
+        " | speaker attribution | most predicted |",
+        "|---|---:|---:|---:|---:|---:|---|---|---|---|",
     ]
     for name, r in results.items():
         top = ", ".join(f"{k} {v}" for k, v in sorted(r["predicted"].items(), key=lambda kv: -kv[1])[:3])
         genders = ", ".join(f"{g} {v['weighted_f1']:.3f} ({v['n']})" for g, v in r.get("by_gender", {}).items())
         alone = ", ".join(f"{c} {v['weighted_f1']:.3f}" for c, v in r.get("channels", {}).items())
+        who = r.get("speakers")
+        by = ", ".join(f"{n}: {v['attribution']:.3f}" for n, v in who["by_speakers"].items()) if who else ""
+        who = f"{who['attribution']:.3f} (people: {by})" if who else "-"
         lines.append(
             f"| {name} | {r['n']} | {r['weighted_f1']:.3f} | {r['macro_f1']:.3f} | "
-            f"{r['unweighted_accuracy']:.3f} | {r['wer']:.3f} | {genders or '-'} | {alone or '-'} | {top} |"
+            f"{r['unweighted_accuracy']:.3f} | {r['wer']:.3f} | {genders or '-'} | {alone or '-'} | {who} | {top} |"
         )
     return "\n".join(lines)

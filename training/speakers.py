@@ -188,7 +188,7 @@ def assign(conv: Conversation, config: SpeakerConfig, second_pass: float | None 
     return [tracker.push(e, p).speaker for e, p in conv.embeddings]
 
 
-def _best_mapping(matrix: np.ndarray) -> float:
+def best_mapping(matrix: np.ndarray) -> float:
     """Largest total of a one-to-one pairing of rows (truth) and columns (predicted)."""
     if matrix.size == 0:
         return 0.0
@@ -225,12 +225,12 @@ def score(conv: Conversation, labels: list[str | None]) -> dict[str, float]:
     np.add.at(overlap, (ref[both], hyp[both]), 1)
     return {
         "turns": len(conv.turns),
-        "correct": _best_mapping(counts),
+        "correct": best_mapping(counts),
         "abstained": abstained,
         "speech": float((ref >= 0).sum()),
         "missed": float(((ref >= 0) & (hyp < 0)).sum()),
         "false_alarm": float(((ref < 0) & (hyp >= 0)).sum()),
-        "confusion": float(both.sum() - _best_mapping(overlap)),
+        "confusion": float(both.sum() - best_mapping(overlap)),
         "speakers_true": len(truth),
         "speakers_found": len(pred),
     }

@@ -429,3 +429,39 @@ def test_tracked_speakers_tag_the_dialogue_context_and_each_line_is_read_once(sp
     assert [sum(text == e.text for text, _ in proc.features.reads) for e in events] == [1] * len(events)
     if not speculate:
         assert len(proc.features.reads) == len(events)
+
+
+def test_dialogue_set_reads_whole_dialogues_and_a_known_count_is_each_conversations_own(tmp_path, monkeypatch):
+    """The ``dialogues`` set: MELD dialogues as the words-only data reads them (every line, one voice per
+    speaker), one conversation each; a dialogue with one voice is no test of attribution and is skipped."""
+    import soundfile as sf
+
+    import training.data.mixed as mixed
+    import training.speakers as speakers
+    from training.data.records import DatasetSplit, Dialogue, Utterance
+
+    def line(name: str, seconds: float) -> Path:
+        path = tmp_path / f"{name}.wav"
+        sf.write(path, np.concatenate([np.zeros(800), 0.1 * np.ones(int(seconds * 16000)), np.zeros(800)]), 16000)
+        return path
+
+    def dialogue(did: str, voices: str) -> Dialogue:
+        return Dialogue(did, tuple(Utterance(did, i, f"spk-{v}", line(f"{did}-{i}", 0.5 + 0.1 * i), voice=v)
+                                   for i, v in enumerate(voices)))
+
+    split = DatasetSplit("tts-words", "validation", (dialogue("d1", "aa"), dialogue("d2", "abcab")), ())
+    monkeypatch.setattr(mixed, "load_tts_words", lambda *a, **k: split)
+    (name, audio, turns), = speakers.render(speakers.SETS["dialogues"], "validation", tmp_path, count=5)
+    assert name == "validation-d2" and [t.speaker for t in turns] == list("abcab")
+    # the leading and trailing silence of each rendering is trimmed: a turn is its sound
+    assert [round(t.end_s - t.start_s, 2) for t in turns] == [0.5, 0.6, 0.7, 0.8, 0.9]
+    assert all(b.start_s - a.end_s >= 1.0 for a, b in zip(turns, turns[1:]))
+    assert len(audio) >= turns[-1].end_s * 16000
+
+    told = []
+    monkeypatch.setattr(speakers, "assign", lambda conv, config, second_pass=None: told.append(config.speakers)
+                        or [None] * len(conv.cuts))
+    convs = [Conversation("c", [Turn(0, 1, s) for s in people], [(0, 1)], []) for people in ("ab", "abc")]
+    speakers.evaluate({"dialogues": convs}, SpeakerConfig(), known_count=True)
+    speakers.evaluate({"dialogues": convs}, SpeakerConfig())
+    assert told == [2, 3, None, None]

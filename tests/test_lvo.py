@@ -148,7 +148,12 @@ def test_the_set_pools_attribution_over_recordings_and_by_how_many_speak(tmp_pat
     for r in results.values():
         r["speaker_attribution"] = speaker_attribution(r["speakers_true"], r["speakers_pred"])
     monkeypatch.setattr(lvo, "evaluate_recording", lambda rec, *a, **k: {**results[rec.stem], "wer": 0.0})
-    who = lvo.evaluate_sets(tmp_path, None, ["words-engines"])["words-engines"]["speakers"]
+    scores = lvo.evaluate_sets(tmp_path, None, ["words-engines"])["words-engines"]
+    # each utterance keeps its recording and whom the tracker named, for per-recording analysis
+    assert [(r["recording"], r["speaker"], r["heard_as"]) for r in scores["utterances"]][2:5] == [
+        ("b", "A", "x"), ("b", "B", "x"), ("c", "A", "x")
+    ]
+    who = scores["speakers"]
     assert (who["turns"], who["attribution"]) == (7, pytest.approx(5 / 7))
     assert who["by_speakers"]["2"]["attribution"] == pytest.approx(3 / 4)
     assert who["by_speakers"]["3"] == {"recordings": 1, "turns": 3, "attribution": pytest.approx(2 / 3),

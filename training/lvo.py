@@ -175,7 +175,8 @@ def evaluate_sets(
         if name not in LVO_SETS:
             raise ValueError(f"unknown leave-voices-out set {name!r}: choose from {', '.join(LVO_SETS)}")
         recordings = render_set(name, out / "recordings", dialogues, root)
-        y_true, y_pred, conf, wers, speakers, per_recording, probs, who = [], [], [], [], [], [], [], []
+        y_true, y_pred, conf, wers, speakers, heard_as, per_recording, probs, who = [], [], [], [], [], [], [], [], []
+        names_of: list[str] = []  # the recording of each utterance
         for rec in recordings:
             r = evaluate_recording(rec, rec.with_suffix(".jsonl"), checkpoint, asr_model=asr_model)
             y_true += r["labels_true"]
@@ -183,6 +184,8 @@ def evaluate_sets(
             conf += r["confidences"]
             probs += r["probs"]
             speakers += r["speakers_true"]
+            heard_as += r.get("speakers_pred", [None] * len(r["speakers_true"]))
+            names_of += [rec.stem] * len(r["labels_true"])
             wers.append(r["wer"])
             if r.get("speaker_attribution"):
                 who.append(r["speaker_attribution"])
@@ -195,9 +198,11 @@ def evaluate_sets(
         scores["channels"] = {c: pooled_scores(y_true, answers) for c, answers in alone.items()}
         # every utterance's answers, for confusions and combination rules without a second replay
         scores["utterances"] = [
-            {"true": t, "pred": p, "confidence": round(c, 4), "speaker": spk, **{n: alone[n][i] for n in names}}
+            {"recording": names_of[i], "true": t, "pred": p, "confidence": round(c, 4), "speaker": spk,
+             "heard_as": who_said,
+             **{n: alone[n][i] for n in names}}
             | ({"probs": probs[i]} if probs[i] else {})
-            for i, (t, p, c, spk) in enumerate(zip(y_true, y_pred, conf, speakers))
+            for i, (t, p, c, spk, who_said) in enumerate(zip(y_true, y_pred, conf, speakers, heard_as))
         ]
         scores["coverage"] = coverage_curve(y_true, y_pred, conf)
         scores["by_gender"] = by_gender(y_true, y_pred, speakers)

@@ -48,6 +48,8 @@ class EmotionTracker:
     ``speakers``: how mono audio is split into speakers (default ``SpeakerConfig()``: up to 8,
     found as they come; see :mod:`streamer.speakers`). ``text_runtime``: ``auto`` (ONNX Runtime
     on the CPU, the same vectors as torch about twice as fast), ``onnx`` or ``torch``.
+    ``uncertain_below``: events whose confidence is below it are labelled ``"uncertain"``, the
+    model's answer kept as their ``guess`` (0, the default: always the model's answer).
     Any bad option or file raises one-sentence :class:`ValueError` (checkpoint and audio
     errors are ValueErrors too).
     """
@@ -66,6 +68,7 @@ class EmotionTracker:
         pipeline: PipelineConfig | None = None,
         split_channels: bool = False,
         speakers: SpeakerConfig | None = None,
+        uncertain_below: float = 0.0,
     ) -> None:
         import models
         from streamer.asr import EncodePolicy, Transcriber
@@ -85,6 +88,11 @@ class EmotionTracker:
         if speakers is not None and not isinstance(speakers, SpeakerConfig):
             raise ValueError(f"speakers must be a SpeakerConfig, got {type(speakers).__name__}")
         self.speakers = speakers or SpeakerConfig()
+        if not 0.0 <= uncertain_below < 1.0:
+            raise ValueError(
+                f"uncertain_below must be a confidence in [0, 1) (0: always a label), got {uncertain_below}"
+            )
+        self.uncertain_below = float(uncertain_below)
         check_model_options(asr_model, device, compute_type)
         if text_runtime not in TEXT_RUNTIMES:
             raise ValueError(f"text_runtime must be one of {', '.join(TEXT_RUNTIMES)}, got {text_runtime!r}")
@@ -129,7 +137,7 @@ class EmotionTracker:
     def processor(self) -> UtteranceProcessor:
         """ASR -> features -> model for one conversation (its own dialogue context), sharing the models."""
         stage = SpeakerStage(self.voice_embedder, self.speakers) if self.voice_embedder is not None else None
-        return UtteranceProcessor(self.checkpoint, self.features, self.transcriber, stage)
+        return UtteranceProcessor(self.checkpoint, self.features, self.transcriber, stage, self.uncertain_below)
 
     def stream(self, split_channels: bool | None = None) -> EmotionStream:
         """A new conversation fed with ``push``; several can run side by side (one per call)."""

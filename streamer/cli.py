@@ -130,6 +130,14 @@ def build_parser() -> argparse.ArgumentParser:
         help='interim transcripts: words of an utterance still being spoken, in the UI and (type "interim") '
         "in --jsonl and the line output; real-time input only; doubles the CPU load (docs/benchmarks.md)",
     )
+    out.add_argument(
+        "--uncertain-below",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help='label an utterance "uncertain" when the model\'s confidence is below P (its answer is kept as the '
+        "event's guess); 0, the default, always shows the answer; docs/results.md: share labelled vs accuracy",
+    )
     out.add_argument("--export", choices=("csv", "srt", "vtt"), default=None, help="write the timeline at the end")
     out.add_argument(
         "--export-path",
@@ -181,6 +189,11 @@ def check_options(args) -> None:
     """Options that would otherwise fail deep inside a library, with a message naming the wrong thing."""
     if args.block_ms <= 0:
         raise ValueError(f"--block-ms must be a positive number of milliseconds, got {args.block_ms}")
+    if not 0.0 <= args.uncertain_below < 1.0:  # NaN fails here too
+        raise ValueError(
+            f"--uncertain-below must be a confidence from 0 to below 1 (0: always the model's answer), "
+            f"got {args.uncertain_below}"
+        )
     if len(args.replays) > 1:
         raise ValueError("several --replay recordings need --out-dir, where each gets its own outputs")
     if args.replay is not None:
@@ -212,6 +225,7 @@ def _tracker(args, segmenter):
         segmenter=segmenter,
         split_channels=args.split_channels,
         speakers=speaker_config(args),
+        uncertain_below=args.uncertain_below,
     )
 
 

@@ -12,6 +12,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Protocol
 
+#: The label of an utterance the model is not sure enough about (``--uncertain-below``): no emotion
+#: is claimed, and the event's ``guess`` keeps the model's best answer. Users prefer no label to a
+#: wrong one; docs/results.md gives the share of utterances labelled and their accuracy per threshold.
+UNCERTAIN = "uncertain"
+
 
 @dataclass(frozen=True)
 class UtteranceEvent:
@@ -38,15 +43,18 @@ class UtteranceEvent:
     #: Set only by a replay's second pass over speakers (``--second-pass``): the label the
     #: live tracker gave, ``speaker`` being the re-clustered one (:mod:`streamer.recluster`).
     speaker_live: str | None = None
+    #: Set only when ``label`` is :data:`UNCERTAIN`: the model's best answer, below the threshold
+    #: (``confidence`` and ``probs`` stay the model's).
+    guess: str | None = None
     #: The utterance's voice vector (mono speaker tracking), kept for a second pass; never serialised.
     voice: Any = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """Every field but the voice vector; ``speaker_live`` only where a second pass set it, so
-        the live JSONL keeps the fields it always had."""
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("voice", "speaker_live")}
-        if self.speaker_live is not None:
-            out["speaker_live"] = self.speaker_live
+        """Every field but the voice vector; ``speaker_live`` and ``guess`` only where set (by a
+        second pass, by ``--uncertain-below``), so the JSONL keeps the fields it always had."""
+        optional = ("speaker_live", "guess")
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("voice", *optional)}
+        out |= {name: getattr(self, name) for name in optional if getattr(self, name) is not None}
         return copy.deepcopy(out)  # as asdict: the caller's dict shares nothing with the event
 
 

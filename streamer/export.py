@@ -101,8 +101,14 @@ def format_line(event: UtteranceEvent) -> str:
     if event.error is not None:
         verdict = f"ERROR: {_one_line(event.error)}"
     else:
-        verdict = f"{_one_line(str(event.label))} ({event.confidence:.2f})"
+        verdict = f"{label_text(event)} ({event.confidence:.2f})"
     return f'{span}  {_one_line(speaker)}  {verdict}  "{_one_line(event.text)}"'
+
+
+def label_text(event: UtteranceEvent) -> str:
+    """The label as people read it: ``uncertain (joy?)`` keeps the guess in sight."""
+    label = _one_line(str(event.label))
+    return f"{label} ({_one_line(event.guess)}?)" if event.guess else label
 
 
 def _one_line(text: str) -> str:
@@ -114,7 +120,7 @@ def cue_text(event: UtteranceEvent) -> str:
     if event.error is not None:
         tag = f"[error: {_one_line(event.error)}]"
     else:
-        tag = f"[{_one_line(str(event.label))} {event.confidence:.2f}]"
+        tag = f"[{label_text(event)} {event.confidence:.2f}]"
     who = f"Speaker {_one_line(event.speaker)}" if event.speaker else ""
     if event.overlap:
         who = f"Speakers {' and '.join(map(_one_line, event.overlap))} at once"

@@ -22,7 +22,7 @@ from typing import Protocol
 import numpy as np
 
 from models.checkpoint import Checkpoint
-from streamer.events import Event, InterimEvent, LevelEvent, StatusEvent, UtteranceEvent
+from streamer.events import UNCERTAIN, Event, InterimEvent, LevelEvent, StatusEvent, UtteranceEvent
 from streamer.interim import PieceTranscripts
 from streamer.segmenter import Segmenter, SegmenterConfig, Utterance
 from streamer.speakers import SpeakerStage, Voice
@@ -80,9 +80,20 @@ class UtteranceProcessor:
     """
 
     def __init__(
-        self, checkpoint: Checkpoint, features, transcriber: Transcribes | None, speakers: SpeakerStage | None = None
+        self,
+        checkpoint: Checkpoint,
+        features,
+        transcriber: Transcribes | None,
+        speakers: SpeakerStage | None = None,
+        uncertain_below: float = 0.0,
     ) -> None:
+        if not 0.0 <= uncertain_below < 1.0:
+            raise ValueError(
+                f"uncertain_below must be a confidence in [0, 1) (0: always a label), got {uncertain_below}"
+            )
         self.checkpoint = checkpoint
+        #: Below this confidence the event says :data:`UNCERTAIN` (the best answer kept as its ``guess``).
+        self.uncertain_below = uncertain_below
         #: Gives mono utterances a speaker (stereo channels come with theirs); None: no tracking.
         self.speakers = speakers
         self.features = features
@@ -260,14 +271,18 @@ class UtteranceProcessor:
             }
             for name, p in self.classifier.last_channels.items()
         }
+        label, guess = self.labels[best], None
+        if float(probs[best]) < self.uncertain_below:  # the dialogue state learnt from it all the same
+            label, guess = UNCERTAIN, label
         return UtteranceEvent(
             *args,
-            self.labels[best],
+            label,
             float(probs[best]),
             probs_by_label,
             latency,
             channels=channels,
             overlap=overlap,
+            guess=guess,
             voice=voice,
         )
 

@@ -37,6 +37,7 @@ EMOTION_COLOURS = {
     "happy": "#f2b701",
     "happiness": "#f2b701",
     "neutral": "#9e9e9e",
+    "uncertain": "#dcdcdc",  # --uncertain-below: no emotion claimed
     "sadness": "#1f77b4",
     "sad": "#1f77b4",
     "surprise": "#17becf",

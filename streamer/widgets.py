@@ -23,7 +23,7 @@ from textual.strip import Strip
 from textual.widget import Widget
 
 from streamer.events import InterimEvent, LevelEvent, UtteranceEvent
-from streamer.export import escape_controls, format_clock
+from streamer.export import escape_controls, format_clock, label_text
 from streamer.speakers import speaker_cell, speaker_style
 
 _COLOUR_NAMES = {
@@ -38,6 +38,7 @@ _COLOUR_NAMES = {
     "medium_purple": "fear fearful fea",
     "green": "disgust dis",
     "dark_khaki": "contempt",
+    "grey42": "uncertain",  # no emotion claimed (--uncertain-below): darker than neutral, not failure's grey50
 }
 _NAMED_COLOURS = {name: colour for colour, names in _COLOUR_NAMES.items() for name in names.split()}
 _FALLBACK = ("magenta", "spring_green2", "light_salmon1", "orchid", "steel_blue1", "gold1", "deep_pink2")
@@ -113,7 +114,8 @@ class UtteranceRow:
             ]
         else:
             verdict = Text.assemble(
-                (escape_controls(event.label or "?"), f"bold {palette.colour(event.label)}"), f" {event.confidence:.2f}"
+                (label_text(event) if event.label else "?", f"bold {palette.colour(event.label)}"),
+                f" {event.confidence:.2f}",
             )
             self._cells += [verdict, Text(text)]
         known = [k for k in palette.labels if k in event.probs] + [k for k in event.probs if k not in palette.labels]

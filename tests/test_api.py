@@ -147,6 +147,8 @@ def test_tracker_options_are_checked_before_models_load():
         EmotionTracker(segmenter={"end_silence_ms": 300})
     with pytest.raises(ValueError, match="text_runtime must be one of auto, onnx, torch, got 'tensorrt'"):
         EmotionTracker(text_runtime="tensorrt")
+    with pytest.raises(ValueError, match=r"uncertain_below must be a confidence in \[0, 1\)"):
+        EmotionTracker(uncertain_below=-0.1)
 
 
 # -- real models ---------------------------------------------------------------------------------
@@ -196,6 +198,22 @@ def test_api_and_cli_give_identical_events_one_speaker_per_channel(tracker, tmp_
     api = list(tracker.track(stereo, split_channels=True))
     assert {e.speaker for e in api} == {"A", "B"}
     assert [comparable(e) for e in api] == [comparable(e) for e in read_jsonl(jsonl)]
+
+
+@pytest.mark.slow
+def test_uncertain_below_gives_the_same_events_from_the_cli_and_the_api(tracker, tmp_path, monkeypatch):
+    from streamer.cli import main
+    from streamer.export import read_jsonl
+
+    jsonl = tmp_path / "cli.jsonl"
+    args = ["--replay", str(KITCHEN), "--speed", "max", "--no-ui", "--jsonl", str(jsonl), "--uncertain-below", "0.6"]
+    assert main(args) == 0
+    monkeypatch.setattr(tracker, "uncertain_below", 0.6)  # what EmotionTracker(uncertain_below=0.6) keeps
+    api = list(tracker.track(KITCHEN))
+    assert [comparable(e) for e in api] == [comparable(e) for e in read_jsonl(jsonl)]
+    unsure = [e for e in api if e.label == "uncertain"]
+    assert unsure and all(e.confidence < 0.6 and e.guess == max(e.probs, key=e.probs.get) for e in unsure)
+    assert all(e.confidence >= 0.6 and e.guess is None for e in api if e.label != "uncertain")
 
 
 def readme_example() -> str:

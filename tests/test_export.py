@@ -176,3 +176,19 @@ def test_session_files_are_new_and_never_overwritten(tmp_path, events):
     second = write_session_jsonl(lines[:1], tmp_path / "rec")
     assert first != second and first.name.startswith("session-") and first.suffix == ".jsonl"
     assert read_jsonl(first) == events and read_jsonl(second) == events[:1]
+
+
+def test_an_uncertain_event_shows_its_guess_and_round_trips(tmp_path):
+    from dataclasses import replace
+
+    unsure = replace(ev(0, 3.2, 5.9, "fine, I guess", "joy", 0.38), label="uncertain", guess="joy")
+    assert format_line(unsure) == '00:03.2–00:05.9  A  uncertain (joy?) (0.38)  "fine, I guess"'
+    assert cue_text(unsure) == "[uncertain (joy?) 0.38] Speaker A: fine, I guess"
+    line = json.loads(event_to_json(unsure))
+    assert (line["label"], line["guess"]) == ("uncertain", "joy")
+    assert "guess" not in json.loads(event_to_json(ev(1, 6.0, 7.0, "sure")))  # the usual lines are unchanged
+    path = tmp_path / "s.jsonl"
+    with JsonlWriter(path) as w:
+        w.write(unsure)
+    (back,) = read_jsonl(path)
+    assert (back.label, back.guess, back.probs) == ("uncertain", "joy", unsure.probs)

@@ -336,6 +336,8 @@ def test_wrong_options_are_named_as_typed(tmp_path, capsys, wav, garbage):
         (["--end-silence-ms", "0"], "--end-silence-ms must be at least one frame"),
         (["--min-utterance-ms", "900", "--max-utterance-ms", "1000"], "--max-utterance-ms (1000) must be at least"),
         (["--compute-device", "tpu"], "--compute-device 'tpu' is not a device"),
+        (["--uncertain-below", "1"], "--uncertain-below must be a confidence from 0 to below 1"),
+        (["--uncertain-below", "nan"], "--uncertain-below must be a confidence from 0 to below 1"),
     ]
     if not torch.cuda.is_available():
         cases.append((["--compute-device", "cuda"], "--compute-device cuda asks for a CUDA GPU but none"))

@@ -323,3 +323,26 @@ def test_speech_going_on_flags_the_guess_and_the_final_event_is_still_whole(fina
     finally:
         gate.set()
         work.close()
+
+
+def test_below_the_uncertain_threshold_the_label_says_so_and_keeps_the_guess():
+    """``uncertain_below``: no emotion claimed below it, the answer kept as the guess, and nothing else
+    changes (confidence, probabilities, the dialogue state the next utterances see)."""
+    src = lambda: FileSource(RECORDINGS / "demo-kitchen.flac", speed="max")  # noqa: E731
+    plain = [e for e in run(LivePipeline(src(), processor())) if isinstance(e, UtteranceEvent)]
+    below = float(np.median([e.confidence for e in plain]))
+    proc = processor()
+    proc.uncertain_below = below
+    marked = [e for e in run(LivePipeline(src(), proc)) if isinstance(e, UtteranceEvent)]
+    assert len(marked) == len(plain)
+    unsure = [(p, m) for p, m in zip(plain, marked) if p.confidence < below]
+    assert 0 < len(unsure) < len(plain)
+    for p, m in zip(plain, marked):
+        assert (m.confidence, m.probs) == (p.confidence, p.probs)
+        if p.confidence < below:
+            assert (m.label, m.guess) == ("uncertain", p.label)
+            assert m.to_dict()["guess"] == p.label
+        else:
+            assert (m.label, m.guess) == (p.label, None) and "guess" not in m.to_dict()
+    with pytest.raises(ValueError, match=r"uncertain_below must be a confidence in \[0, 1\)"):
+        UtteranceProcessor(proc.checkpoint, FakeFeatures(), FakeTranscriber(), uncertain_below=1.0)

@@ -400,3 +400,17 @@ async def test_no_save_leaves_no_file(tmp_path):
         await pilot.press("s")
         await pilot.pause(0.5)  # a save would have written by now (its worker takes milliseconds)
     assert app.last_saved is None and not (tmp_path / "rec").exists()
+
+
+async def test_an_uncertain_utterance_reads_uncertain_with_its_guess_and_counts_as_its_own_share():
+    from dataclasses import replace
+
+    from streamer.widgets import UtteranceRow
+
+    unsure = replace(utt(1, "joy", 0.3), label="uncertain", guess="joy")
+    verdict = UtteranceRow(unsure, Palette(LABELS))._cells[2]
+    assert verdict.plain == "uncertain (joy?) 0.30" and "grey42" in str(verdict.spans[0].style)
+    app = EmotionApp(FakePipeline([utt(0), unsure]), LABELS)
+    async with app.run_test() as pilot:
+        await until(pilot, lambda: app.utterance_count == 2)
+    assert app.speaker_counts.shares() == {"A": {"joy": 1.0}, "B": {"uncertain": 1.0}}

@@ -23,11 +23,13 @@ from streamer.options import (  # noqa: F401 - BUNDLED_MODEL re-exported
     DEFAULT_BLOCK_MS,
     TEXT_RUNTIMES,
     check_cli_model_options,
+    sequential_blas,
     sleeping_threads,
 )
 from streamer.speakers import SpeakerCounts, speaker_config
 
 sleeping_threads()  # before torch or Whisper loads (they load lazily, below)
+sequential_blas()
 
 log = logging.getLogger("ser-live")
 

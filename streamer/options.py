@@ -49,6 +49,26 @@ def sleeping_threads() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
+def sequential_blas() -> None:
+    """numpy's BLAS (OpenBLAS) on one thread, unless the user set ``OPENBLAS_NUM_THREADS``.
+
+    The live path asks little of it (Whisper's mel filter bank per utterance, the speaker back
+    end's small projection), and OpenBLAS's worker threads busy-wait after each call, taking the
+    second core from the stage beside it. Measured per Whisper transcription (tiny.en, 46
+    dialogue lines, 2 cores): 288 -> 195 ms of CPU and 176 -> 133 ms wall (p50); a replay of the
+    long turns at ``--speed max``: 47 -> 40 CPU s (docs/benchmarks.md). torch and CTranslate2
+    keep their own pools (libgomp: :func:`sleeping_threads`); only numpy's is touched. Its
+    library is already loaded when ``ser-live`` starts, so the limit is set through
+    ``threadpoolctl`` rather than the environment.
+    """
+    if "OPENBLAS_NUM_THREADS" in os.environ:
+        return
+    import numpy  # noqa: F401 - the BLAS to limit is numpy's, loaded with it
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")
+
+
 def threads_sleep() -> bool:
     """Whether idle worker threads should sleep (see :func:`sleeping_threads`)."""
     return os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE"

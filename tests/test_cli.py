@@ -103,6 +103,24 @@ def test_collecting_wrapper_feeds_export(tmp_path):
     assert "joy" in export_timeline(tee.events, args).read_text()
 
 
+@pytest.mark.parametrize("given, expected", [(None, 1), ("2", 2)])
+def test_ser_live_runs_numpys_blas_on_one_thread_unless_told_otherwise(given, expected):
+    """OpenBLAS's threads busy-wait after each call: ser-live keeps numpy's BLAS on one thread."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    if given:
+        env["OPENBLAS_NUM_THREADS"] = given
+    code = (
+        "import streamer.cli; from threadpoolctl import threadpool_info; "
+        "print(*sorted({i['num_threads'] for i in threadpool_info() if i['user_api'] == 'blas'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == [str(expected)]
+
+
 @pytest.mark.parametrize("given, expected", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
 def test_ser_live_makes_idle_worker_threads_sleep_unless_told_otherwise(given, expected):
     """libgomp reads OMP_WAIT_POLICY once, when torch or CTranslate2 loads: ser-live sets it first."""

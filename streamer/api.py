@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from streamer.events import UtteranceEvent
-from streamer.options import BUNDLED_MODEL, TEXT_RUNTIMES, check_model_options
+from streamer.options import BUNDLED_MODEL, TEXT_RUNTIMES, check_model_options, check_uncertain_below
 from streamer.pipeline import LivePipeline, PipelineConfig, UtteranceProcessor
 from streamer.segmenter import SegmenterConfig
 from streamer.speakers import SpeakerConfig, SpeakerStage, load_embedder
@@ -88,11 +88,7 @@ class EmotionTracker:
         if speakers is not None and not isinstance(speakers, SpeakerConfig):
             raise ValueError(f"speakers must be a SpeakerConfig, got {type(speakers).__name__}")
         self.speakers = speakers or SpeakerConfig()
-        if not 0.0 <= uncertain_below < 1.0:
-            raise ValueError(
-                f"uncertain_below must be a confidence in [0, 1) (0: always a label), got {uncertain_below}"
-            )
-        self.uncertain_below = float(uncertain_below)
+        self.uncertain_below = check_uncertain_below(uncertain_below)
         check_model_options(asr_model, device, compute_type)
         if text_runtime not in TEXT_RUNTIMES:
             raise ValueError(f"text_runtime must be one of {', '.join(TEXT_RUNTIMES)}, got {text_runtime!r}")

@@ -23,6 +23,7 @@ from streamer.options import (  # noqa: F401 - BUNDLED_MODEL re-exported
     DEFAULT_BLOCK_MS,
     TEXT_RUNTIMES,
     check_cli_model_options,
+    check_uncertain_below,
     sequential_blas,
     sleeping_threads,
 )
@@ -191,11 +192,7 @@ def check_options(args) -> None:
     """Options that would otherwise fail deep inside a library, with a message naming the wrong thing."""
     if args.block_ms <= 0:
         raise ValueError(f"--block-ms must be a positive number of milliseconds, got {args.block_ms}")
-    if not 0.0 <= args.uncertain_below < 1.0:  # NaN fails here too
-        raise ValueError(
-            f"--uncertain-below must be a confidence from 0 to below 1 (0: always the model's answer), "
-            f"got {args.uncertain_below}"
-        )
+    check_uncertain_below(args.uncertain_below, "--uncertain-below")
     if len(args.replays) > 1:
         raise ValueError("several --replay recordings need --out-dir, where each gets its own outputs")
     if args.replay is not None:

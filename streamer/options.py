@@ -74,6 +74,13 @@ def threads_sleep() -> bool:
     return os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE"
 
 
+def check_uncertain_below(value: float, name: str = "uncertain_below") -> float:
+    """The ``--uncertain-below`` threshold, or one sentence naming ``name`` (NaN fails too)."""
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{name} must be a confidence from 0 to below 1 (0: always the model's answer), got {value}")
+    return float(value)
+
+
 #: The CLI flags behind :func:`check_model_options`' arguments, so its messages name what was typed.
 CLI_MODEL_FLAGS = {"asr_model": "--asr-model", "device": "--compute-device", "compute_type": "--compute-type"}
 

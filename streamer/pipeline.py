@@ -24,6 +24,7 @@ import numpy as np
 from models.checkpoint import Checkpoint
 from streamer.events import UNCERTAIN, Event, InterimEvent, LevelEvent, StatusEvent, UtteranceEvent
 from streamer.interim import PieceTranscripts
+from streamer.options import check_uncertain_below
 from streamer.segmenter import Segmenter, SegmenterConfig, Utterance
 from streamer.speakers import SpeakerStage, Voice
 from streamer.text_context import DialogueHistory
@@ -87,13 +88,9 @@ class UtteranceProcessor:
         speakers: SpeakerStage | None = None,
         uncertain_below: float = 0.0,
     ) -> None:
-        if not 0.0 <= uncertain_below < 1.0:
-            raise ValueError(
-                f"uncertain_below must be a confidence in [0, 1) (0: always a label), got {uncertain_below}"
-            )
         self.checkpoint = checkpoint
         #: Below this confidence the event says :data:`UNCERTAIN` (the best answer kept as its ``guess``).
-        self.uncertain_below = uncertain_below
+        self.uncertain_below = check_uncertain_below(uncertain_below)
         #: Gives mono utterances a speaker (stereo channels come with theirs); None: no tracking.
         self.speakers = speakers
         self.features = features

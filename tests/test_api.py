@@ -147,7 +147,7 @@ def test_tracker_options_are_checked_before_models_load():
         EmotionTracker(segmenter={"end_silence_ms": 300})
     with pytest.raises(ValueError, match="text_runtime must be one of auto, onnx, torch, got 'tensorrt'"):
         EmotionTracker(text_runtime="tensorrt")
-    with pytest.raises(ValueError, match=r"uncertain_below must be a confidence in \[0, 1\)"):
+    with pytest.raises(ValueError, match="uncertain_below must be a confidence from 0 to below 1"):
         EmotionTracker(uncertain_below=-0.1)
 
 

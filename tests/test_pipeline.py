@@ -344,5 +344,5 @@ def test_below_the_uncertain_threshold_the_label_says_so_and_keeps_the_guess():
             assert m.to_dict()["guess"] == p.label
         else:
             assert (m.label, m.guess) == (p.label, None) and "guess" not in m.to_dict()
-    with pytest.raises(ValueError, match=r"uncertain_below must be a confidence in \[0, 1\)"):
+    with pytest.raises(ValueError, match="uncertain_below must be a confidence from 0 to below 1"):
         UtteranceProcessor(proc.checkpoint, FakeFeatures(), FakeTranscriber(), uncertain_below=1.0)

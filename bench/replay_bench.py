@@ -77,6 +77,8 @@ def measure(recordings: list[Path], args, end_silence_ms: int, mode: str, asr_mo
             argv += ["--model", str(args.model)]
         if args.block_ms is not None:
             argv += ["--block-ms", str(args.block_ms)]
+        if args.asr_threads is not None:
+            argv += ["--asr-threads", str(args.asr_threads)]
         speculate, overlap, interim = MODES[mode]
         pipeline, _ = build_pipeline(build_parser().parse_args(argv))
         pipeline.config = dataclasses.replace(pipeline.config, speculate=speculate, overlap=overlap, interim=interim)
@@ -317,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ui", action="store_true", help="run inside the Textual app (headless) and time the UI stage")
     ap.add_argument("--events", type=Path, default=None, help="write each run's events (JSONL) into this folder")
     ap.add_argument("--block-ms", type=int, default=None, help="audio block length (default: ser-live's)")
+    ap.add_argument("--asr-threads", type=int, default=None, help="Whisper's CPU threads (default: ser-live's)")
     args = ap.parse_args(argv)
 
     from streamer.cli import _quiet_libraries

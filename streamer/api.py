@@ -24,7 +24,13 @@ from pathlib import Path
 import numpy as np
 
 from streamer.events import UtteranceEvent
-from streamer.options import BUNDLED_MODEL, TEXT_RUNTIMES, check_model_options, check_uncertain_below
+from streamer.options import (
+    BUNDLED_MODEL,
+    TEXT_RUNTIMES,
+    check_asr_threads,
+    check_model_options,
+    check_uncertain_below,
+)
 from streamer.pipeline import LivePipeline, PipelineConfig, UtteranceProcessor
 from streamer.segmenter import SegmenterConfig
 from streamer.speakers import SpeakerConfig, SpeakerStage, load_embedder
@@ -50,6 +56,7 @@ class EmotionTracker:
     on the CPU, the same vectors as torch about twice as fast), ``onnx`` or ``torch``.
     ``uncertain_below``: events whose confidence is below it are labelled ``"uncertain"``, the
     model's answer kept as their ``guess`` (0, the default: always the model's answer).
+    ``asr_threads``: CTranslate2's threads for Whisper on the CPU (0: its default).
     Any bad option or file raises one-sentence :class:`ValueError` (checkpoint and audio
     errors are ValueErrors too).
     """
@@ -69,6 +76,7 @@ class EmotionTracker:
         split_channels: bool = False,
         speakers: SpeakerConfig | None = None,
         uncertain_below: float = 0.0,
+        asr_threads: int = 0,
     ) -> None:
         import models
         from streamer.asr import EncodePolicy, Transcriber
@@ -89,6 +97,7 @@ class EmotionTracker:
             raise ValueError(f"speakers must be a SpeakerConfig, got {type(speakers).__name__}")
         self.speakers = speakers or SpeakerConfig()
         self.uncertain_below = check_uncertain_below(uncertain_below)
+        check_asr_threads(asr_threads)
         check_model_options(asr_model, device, compute_type)
         if text_runtime not in TEXT_RUNTIMES:
             raise ValueError(f"text_runtime must be one of {', '.join(TEXT_RUNTIMES)}, got {text_runtime!r}")
@@ -106,7 +115,12 @@ class EmotionTracker:
         if features.whisper is not None:  # transcribe under the checkpoint's encode policy: one encoder pass
             policy = EncodePolicy(features.whisper.min_window_s, features.whisper.pad_s)
         self.transcriber = Transcriber(
-            asr_model, device=device, compute_type=compute_type, language=language, policy=policy
+            asr_model,
+            device=device,
+            compute_type=compute_type,
+            language=language,
+            cpu_threads=asr_threads,
+            policy=policy,
         )
         self.features = FeatureExtractor(
             features, device=device, whisper_encoder=self.transcriber, text_runtime=text_runtime

@@ -22,6 +22,7 @@ from streamer.options import (  # noqa: F401 - BUNDLED_MODEL re-exported
     COMPUTE_TYPES,
     DEFAULT_BLOCK_MS,
     TEXT_RUNTIMES,
+    check_asr_threads,
     check_cli_model_options,
     check_uncertain_below,
     sequential_blas,
@@ -98,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"CTranslate2 compute type for Whisper: {', '.join(COMPUTE_TYPES)} (auto: int8 on CPU)",
     )
     mdl.add_argument("--compute-device", default="auto", help="auto, cpu or cuda for the models")
+    mdl.add_argument(
+        "--asr-threads", type=int, default=0, metavar="N", help="CPU threads for Whisper (0: CTranslate2's default)"
+    )
     mdl.add_argument("--text-encoder", default=None, help="override the checkpoint's text encoder path")
     mdl.add_argument(
         "--text-runtime",
@@ -193,6 +197,7 @@ def check_options(args) -> None:
     if args.block_ms <= 0:
         raise ValueError(f"--block-ms must be a positive number of milliseconds, got {args.block_ms}")
     check_uncertain_below(args.uncertain_below, "--uncertain-below")
+    check_asr_threads(args.asr_threads, "--asr-threads")
     if len(args.replays) > 1:
         raise ValueError("several --replay recordings need --out-dir, where each gets its own outputs")
     if args.replay is not None:
@@ -225,6 +230,7 @@ def _tracker(args, segmenter):
         split_channels=args.split_channels,
         speakers=speaker_config(args),
         uncertain_below=args.uncertain_below,
+        asr_threads=args.asr_threads,
     )
 
 

@@ -81,6 +81,13 @@ def check_uncertain_below(value: float, name: str = "uncertain_below") -> float:
     return float(value)
 
 
+def check_asr_threads(value: int, name: str = "asr_threads") -> int:
+    """Whisper's CPU threads (0: CTranslate2's default), or one sentence naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be 0 (CTranslate2's default) or a number of threads, got {value!r}")
+    return value
+
+
 #: The CLI flags behind :func:`check_model_options`' arguments, so its messages name what was typed.
 CLI_MODEL_FLAGS = {"asr_model": "--asr-model", "device": "--compute-device", "compute_type": "--compute-type"}
 

@@ -149,6 +149,8 @@ def test_tracker_options_are_checked_before_models_load():
         EmotionTracker(text_runtime="tensorrt")
     with pytest.raises(ValueError, match="uncertain_below must be a confidence from 0 to below 1"):
         EmotionTracker(uncertain_below=-0.1)
+    with pytest.raises(ValueError, match="asr_threads must be 0 .CTranslate2's default. or a number of threads"):
+        EmotionTracker(asr_threads=1.5)
 
 
 # -- real models ---------------------------------------------------------------------------------
@@ -232,3 +234,29 @@ def test_the_readme_example_runs_as_written():
     lines = done.stdout.splitlines()
     assert len(lines) >= 6, done.stdout  # the demo's utterances, then the pushed ones
     assert any("Did you remember" in line for line in lines)
+
+
+def test_the_command_line_hands_its_model_options_to_the_tracker(monkeypatch, tmp_path):
+    """``--asr-threads`` and ``--uncertain-below`` reach EmotionTracker, and ``asr_threads`` reaches Whisper."""
+    import streamer.api
+    import streamer.asr
+    from streamer.cli import _tracker, build_parser
+
+    class StopError(Exception):
+        pass
+
+    seen: dict = {}
+
+    def whisper(*args, **kwargs):
+        seen.update(kwargs)
+        raise StopError
+
+    monkeypatch.setattr(streamer.asr, "Transcriber", whisper)
+    with pytest.raises(StopError):
+        streamer.api.EmotionTracker(asr_threads=1)
+    assert seen["cpu_threads"] == 1
+
+    told: dict = {}
+    monkeypatch.setattr(streamer.api, "EmotionTracker", lambda *a, **k: told.update(k))
+    _tracker(build_parser().parse_args(["--asr-threads", "3", "--uncertain-below", "0.4"]), None)
+    assert (told["asr_threads"], told["uncertain_below"]) == (3, 0.4)

@@ -338,6 +338,7 @@ def test_wrong_options_are_named_as_typed(tmp_path, capsys, wav, garbage):
         (["--compute-device", "tpu"], "--compute-device 'tpu' is not a device"),
         (["--uncertain-below", "1"], "--uncertain-below must be a confidence from 0 to below 1"),
         (["--uncertain-below", "nan"], "--uncertain-below must be a confidence from 0 to below 1"),
+        (["--asr-threads", "-1"], "--asr-threads must be 0 (CTranslate2's default) or a number of threads"),
     ]
     if not torch.cuda.is_available():
         cases.append((["--compute-device", "cuda"], "--compute-device cuda asks for a CUDA GPU but none"))

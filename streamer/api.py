@@ -56,7 +56,7 @@ class EmotionTracker:
     on the CPU, the same vectors as torch about twice as fast), ``onnx`` or ``torch``.
     ``uncertain_below``: events whose confidence is below it are labelled ``"uncertain"``, the
     model's answer kept as their ``guess`` (0, the default: always the model's answer).
-    ``asr_threads``: CTranslate2's threads for Whisper on the CPU (0: its default).
+    ``asr_threads``: Whisper's CPU threads (default: half the cores, at most 4; 0: CTranslate2's own).
     Any bad option or file raises one-sentence :class:`ValueError` (checkpoint and audio
     errors are ValueErrors too).
     """
@@ -76,7 +76,7 @@ class EmotionTracker:
         split_channels: bool = False,
         speakers: SpeakerConfig | None = None,
         uncertain_below: float = 0.0,
-        asr_threads: int = 0,
+        asr_threads: int | None = None,
     ) -> None:
         import models
         from streamer.asr import EncodePolicy, Transcriber
@@ -97,7 +97,7 @@ class EmotionTracker:
             raise ValueError(f"speakers must be a SpeakerConfig, got {type(speakers).__name__}")
         self.speakers = speakers or SpeakerConfig()
         self.uncertain_below = check_uncertain_below(uncertain_below)
-        check_asr_threads(asr_threads)
+        asr_threads = check_asr_threads(asr_threads)
         check_model_options(asr_model, device, compute_type)
         if text_runtime not in TEXT_RUNTIMES:
             raise ValueError(f"text_runtime must be one of {', '.join(TEXT_RUNTIMES)}, got {text_runtime!r}")

@@ -100,7 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mdl.add_argument("--compute-device", default="auto", help="auto, cpu or cuda for the models")
     mdl.add_argument(
-        "--asr-threads", type=int, default=0, metavar="N", help="CPU threads for Whisper (0: CTranslate2's default)"
+        "--asr-threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="CPU threads for Whisper (default: half the cores, at most 4; 0: CTranslate2's own default)",
     )
     mdl.add_argument("--text-encoder", default=None, help="override the checkpoint's text encoder path")
     mdl.add_argument(

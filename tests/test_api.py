@@ -241,6 +241,7 @@ def test_the_command_line_hands_its_model_options_to_the_tracker(monkeypatch, tm
     import streamer.api
     import streamer.asr
     from streamer.cli import _tracker, build_parser
+    from streamer.options import default_asr_threads
 
     class StopError(Exception):
         pass
@@ -255,6 +256,9 @@ def test_the_command_line_hands_its_model_options_to_the_tracker(monkeypatch, tm
     with pytest.raises(StopError):
         streamer.api.EmotionTracker(asr_threads=1)
     assert seen["cpu_threads"] == 1
+    with pytest.raises(StopError):
+        streamer.api.EmotionTracker()
+    assert seen["cpu_threads"] == default_asr_threads() >= 1
 
     told: dict = {}
     monkeypatch.setattr(streamer.api, "EmotionTracker", lambda *a, **k: told.update(k))

@@ -307,6 +307,13 @@ def report(title: str, events, audio_s: float, wall_s: float, speed: str) -> Non
 
 
 def main(argv: list[str] | None = None) -> int:
+    from streamer.options import sequential_blas
+
+    with sequential_blas():  # as ser-live runs
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("recordings", nargs="+", type=Path)
     ap.add_argument("--model", type=Path, default=None)

@@ -31,7 +31,6 @@ from streamer.options import (  # noqa: F401 - BUNDLED_MODEL re-exported
 from streamer.speakers import SpeakerCounts, speaker_config
 
 sleeping_threads()  # before torch or Whisper loads (they load lazily, below)
-sequential_blas()
 
 log = logging.getLogger("ser-live")
 
@@ -431,6 +430,11 @@ def _quiet_libraries(verbose: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    with sequential_blas():  # the whole session; numpy's threads come back after it
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"

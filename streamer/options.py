@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 #: The HBAF checkpoint shipped in the package (see docs/model-card.md).
@@ -49,24 +50,28 @@ def sleeping_threads() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
-def sequential_blas() -> None:
-    """numpy's BLAS (OpenBLAS) on one thread, unless the user set ``OPENBLAS_NUM_THREADS``.
+def sequential_blas() -> AbstractContextManager:
+    """numpy's BLAS (OpenBLAS) on one thread inside the returned context, unless the user set
+    ``OPENBLAS_NUM_THREADS``; the previous limit comes back on exit.
 
     The live path asks little of it (Whisper's mel filter bank per utterance, the speaker back
     end's small projection), and OpenBLAS's worker threads busy-wait after each call, taking the
     second core from the stage beside it. Measured per Whisper transcription (tiny.en, 46
-    dialogue lines, 2 cores): 288 -> 195 ms of CPU and 176 -> 133 ms wall (p50); a replay of the
-    long turns at ``--speed max``: 47 -> 40 CPU s (docs/benchmarks.md). torch and CTranslate2
-    keep their own pools (libgomp: :func:`sleeping_threads`); only numpy's is touched. Its
-    library is already loaded when ``ser-live`` starts, so the limit is set through
-    ``threadpoolctl`` rather than the environment.
+    dialogue lines, 2 cores, ``bench/asr_threads.py``): 424-429 -> 309-341 ms of CPU per line,
+    280-313 -> 211-264 ms wall (p50; docs/benchmarks.md, session 18). torch and CTranslate2
+    keep their own pools (libgomp: :func:`sleeping_threads`); only numpy's is touched. ``ser-live``
+    runs inside it; a context rather than a setting at import, so that importing the command's
+    module (tests, benchmarks, ``python -m training``) leaves numpy as it was: a thread count that
+    changes halfway through a process changes the last bits of some sums, and with them
+    same-seed reproducibility. numpy is already loaded by then, hence ``threadpoolctl`` rather
+    than the environment.
     """
     if "OPENBLAS_NUM_THREADS" in os.environ:
-        return
+        return nullcontext()
     import numpy  # noqa: F401 - the BLAS to limit is numpy's, loaded with it
     from threadpoolctl import threadpool_limits
 
-    threadpool_limits(limits=1, user_api="blas")
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def threads_sleep() -> bool:

@@ -103,9 +103,10 @@ def test_collecting_wrapper_feeds_export(tmp_path):
     assert "joy" in export_timeline(tee.events, args).read_text()
 
 
-@pytest.mark.parametrize("given, expected", [(None, 1), ("2", 2)])
+@pytest.mark.parametrize("given, expected", [(None, "1"), ("2", "2")])
 def test_ser_live_runs_numpys_blas_on_one_thread_unless_told_otherwise(given, expected):
-    """OpenBLAS's threads busy-wait after each call: ser-live keeps numpy's BLAS on one thread."""
+    """OpenBLAS's threads busy-wait after each call: ser-live's session keeps numpy's BLAS on one
+    thread, and importing the command's module changes nothing (same-seed training stays exact)."""
     import os
     import subprocess
     import sys
@@ -114,11 +115,19 @@ def test_ser_live_runs_numpys_blas_on_one_thread_unless_told_otherwise(given, ex
     if given:
         env["OPENBLAS_NUM_THREADS"] = given
     code = (
-        "import streamer.cli; from threadpoolctl import threadpool_info; "
-        "print(*sorted({i['num_threads'] for i in threadpool_info() if i['user_api'] == 'blas'}))"
+        "import streamer.cli as cli; from threadpoolctl import threadpool_info\n"
+        "def blas():\n"
+        "    return ','.join(sorted({str(i['num_threads']) for i in threadpool_info() if i['user_api'] == 'blas'}))\n"
+        "before = blas(); seen = []\n"
+        "cli._main = lambda argv: seen.append(blas()) or 0\n"
+        "assert cli.main([]) == 0\n"
+        "print(before, seen[0], blas())"
     )
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.split() == [str(expected)]
+    before, inside, after = out.stdout.split()
+    assert inside == expected and after == before
+    if not given:  # importing the module left numpy's default (one thread per core) alone
+        assert before != "1" or (os.cpu_count() or 1) == 1
 
 
 @pytest.mark.parametrize("given, expected", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])

@@ -56,7 +56,8 @@ class EmotionTracker:
     on the CPU, the same vectors as torch about twice as fast), ``onnx`` or ``torch``.
     ``uncertain_below``: events whose confidence is below it are labelled ``"uncertain"``, the
     model's answer kept as their ``guess`` (0, the default: always the model's answer).
-    ``asr_threads``: Whisper's CPU threads (default: half the cores, at most 4; 0: CTranslate2's own).
+    ``asr_threads``: Whisper's CPU threads (default: half the cores, at most 4; 0: CTranslate2's own);
+    torch's threads follow it (the two share one OpenMP runtime).
     Any bad option or file raises one-sentence :class:`ValueError` (checkpoint and audio
     errors are ValueErrors too).
     """
@@ -122,6 +123,13 @@ class EmotionTracker:
             cpu_threads=asr_threads,
             policy=policy,
         )
+        if asr_threads and self.transcriber.device == "cpu":
+            # CTranslate2 and torch share one OpenMP runtime here, so Whisper's thread count becomes
+            # torch's too (the voice encoder, the fusion model); said here rather than left implicit.
+            # That is the setting measured (docs/benchmarks.md, session 18).
+            import torch
+
+            torch.set_num_threads(asr_threads)
         self.features = FeatureExtractor(
             features, device=device, whisper_encoder=self.transcriber, text_runtime=text_runtime
         )

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from streamer.audio import load_audio
 from streamer.events import UtteranceEvent
@@ -159,8 +160,14 @@ def test_tracker_options_are_checked_before_models_load():
 @pytest.fixture(scope="module")
 def tracker():
     from streamer import EmotionTracker
+    from streamer.options import default_asr_threads
 
-    return EmotionTracker()
+    threads = torch.get_num_threads()
+    tracker = EmotionTracker()
+    # Whisper's threads are torch's too (one OpenMP runtime): the tracker says so explicitly
+    assert torch.get_num_threads() == default_asr_threads()
+    yield tracker
+    torch.set_num_threads(threads)  # the rest of the suite keeps its own
 
 
 def comparable(event: UtteranceEvent) -> dict:

@@ -191,9 +191,15 @@ def replay(recording: Path, checkpoint: Path | None, asr_model: str = "tiny.en",
         argv += ["--model", str(checkpoint)]
     if split_channels:
         argv.append("--split-channels")
-    pipeline, _ = build_pipeline(build_parser().parse_args(argv))
-    events: list = []
-    pipeline.run(events.append, threading.Event(), threading.Event())
+    import torch
+
+    threads = torch.get_num_threads()  # the live tracker sets its own: give the caller's back
+    try:
+        pipeline, _ = build_pipeline(build_parser().parse_args(argv))
+        events: list = []
+        pipeline.run(events.append, threading.Event(), threading.Event())
+    finally:
+        torch.set_num_threads(threads)
     return [e for e in events if isinstance(e, UtteranceEvent)]
 
 

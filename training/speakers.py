@@ -27,7 +27,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -116,6 +116,19 @@ def _voice_pools(spec: SpeakerSet, split: str, root: Path) -> dict[str, list[Cal
     return {v.id: [lambda v=v, t=t: load_audio(rendered(v, t)) for t in lines[i::7][:40]] for i, v in enumerate(voices)}
 
 
+def _join(clips: Iterable[tuple[np.ndarray, str]], rng: random.Random, gap_s: tuple[float, float]):
+    """Clips one after another, 0.5 s of silence first and a seeded gap of ``gap_s`` after each:
+    (mono audio, true turns). ``clips`` may draw from ``rng`` as it is read; each gap is drawn
+    after its clip, so a lazy generator keeps the seeded order of draws."""
+    pieces, turns, pos = [np.zeros(8000, np.float32)], [], 8000
+    for audio, speaker in clips:
+        turns.append(Turn(pos / RATE_HZ, (pos + len(audio)) / RATE_HZ, speaker))
+        gap = np.zeros(int(rng.uniform(*gap_s) * RATE_HZ), np.float32)
+        pieces += [audio, gap]
+        pos += len(audio) + len(gap)
+    return np.concatenate(pieces), turns
+
+
 def _dialogues(split: str, root: Path, count: int, seed: int) -> list[tuple[str, np.ndarray, list]]:
     """The split's first ``count`` MELD dialogues with at least two speakers, read by its synthetic voices
     as the words-only data renders them (:func:`training.data.mixed.load_tts_words`), every line kept."""
@@ -128,14 +141,8 @@ def _dialogues(split: str, root: Path, count: int, seed: int) -> list[tuple[str,
     for d in data.dialogues:
         if len({u.voice for u in d.utterances}) < 2:
             continue
-        pieces, turns, pos = [np.zeros(8000, np.float32)], [], 8000
-        for u in d.utterances:
-            audio = _trim(np.asarray(load_audio(u.audio_path), np.float32))
-            turns.append(Turn(pos / RATE_HZ, (pos + len(audio)) / RATE_HZ, str(u.voice)))
-            gap = np.zeros(int(rng.uniform(1.0, 1.4) * RATE_HZ), np.float32)  # as the lvo recordings
-            pieces += [audio, gap]
-            pos += len(audio) + len(gap)
-        out.append((f"{split}-{d.id}", np.concatenate(pieces), turns))
+        lines = ((_trim(np.asarray(load_audio(u.audio_path), np.float32)), str(u.voice)) for u in d.utterances)
+        out.append((f"{split}-{d.id}", *_join(lines, rng, (1.0, 1.4))))  # the lvo recordings' gaps
         if len(out) == count:
             break
     return out
@@ -156,14 +163,8 @@ def render(spec: SpeakerSet, split: str, root: Path, count: int, seed: int = 0) 
         while len(order) < spec.turns:  # mostly alternating, sometimes the same person goes on
             others = [k for k in range(spec.voices) if k != order[-1]]
             order.append(rng.choice(others) if others and rng.random() >= 0.2 else order[-1])
-        pieces, turns, pos = [np.zeros(8000, np.float32)], [], 8000
-        for k in order:
-            audio = np.asarray(rng.choice(pools[voices[k]])(), np.float32)
-            turns.append(Turn(pos / RATE_HZ, (pos + len(audio)) / RATE_HZ, voices[k]))
-            gap = np.zeros(int(rng.uniform(0.7, 1.3) * RATE_HZ), np.float32)
-            pieces += [audio, gap]
-            pos += len(audio) + len(gap)
-        out.append((f"{split}-{n:02d}", np.concatenate(pieces), turns))
+        clips = ((np.asarray(rng.choice(pools[voices[k]])(), np.float32), voices[k]) for k in order)
+        out.append((f"{split}-{n:02d}", *_join(clips, rng, (0.7, 1.3))))
     return out
 
 

@@ -56,8 +56,8 @@ class EmotionTracker:
     on the CPU, the same vectors as torch about twice as fast), ``onnx`` or ``torch``.
     ``uncertain_below``: events whose confidence is below it are labelled ``"uncertain"``, the
     model's answer kept as their ``guess`` (0, the default: always the model's answer).
-    ``asr_threads``: Whisper's CPU threads (default None or 0: CTranslate2's own); torch's threads
-    follow it (the two share one OpenMP runtime).
+    ``asr_threads``: Whisper's CPU threads (default: half the cores, at most 4; 0: CTranslate2's own);
+    torch's threads follow it (the two share one OpenMP runtime).
     Any bad option or file raises one-sentence :class:`ValueError` (checkpoint and audio
     errors are ValueErrors too).
     """

@@ -10,8 +10,10 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -151,6 +153,30 @@ def resolve_whisper_device(device: str = "auto") -> tuple[str, int]:
     return kind, int(index or 0)
 
 
+T = TypeVar("T")
+
+
+def _keeping_caller_threads(build: Callable[[], T]) -> T:
+    """``build()``, leaving the calling thread's OpenMP thread count as it was.
+
+    CTranslate2 sets ``omp_set_num_threads(cpu_threads)`` in the thread that builds a model, and
+    torch shares that OpenMP runtime, so building Whisper used to change torch's thread count for
+    everything the caller ran next (measured: torch at 1 thread, a build with CTranslate2's default
+    left it at 2, and the reverse). Whisper's own work keeps the count it was built with: it runs
+    on CTranslate2's threads (one-thread build: CPU time = wall time, whatever the caller's count).
+    A training run that built Whisper halfway (cold feature cache) therefore trained on another
+    thread count than the same run with a warm cache: same seed, different sums. Whoever wants
+    torch on Whisper's thread count says so (``EmotionTracker`` does).
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        return build()
+    finally:
+        torch.set_num_threads(threads)
+
+
 class Transcriber:
     """``transcribe(audio float32 16 kHz) -> text`` with faster-whisper, never downloading.
 
@@ -210,7 +236,7 @@ class Transcriber:
                     "downloads"
                 ) from exc
 
-        self.model = load()
+        self.model = _keeping_caller_threads(load)
         if self.device == "cuda":
             problem = self._gpu_problem()
             if problem and device != "auto":
@@ -223,7 +249,7 @@ class Transcriber:
                 log.warning("Whisper cannot run on the GPU (%s); it transcribes on the CPU", problem)
                 self.device, device_index = "cpu", 0
                 self.compute_type = compute_type if compute_type != "auto" else "int8"
-                self.model = load()
+                self.model = _keeping_caller_threads(load)
         if language not in (None, "en") and not self.model.model.is_multilingual:
             raise ASRError(f"Whisper model {self.name!r} is English-only but language {language!r} was asked for")
         from faster_whisper.tokenizer import Tokenizer

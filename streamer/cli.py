@@ -103,8 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         metavar="N",
-        help="CPU threads for Whisper, and torch's with them (default: CTranslate2's own; 1 measured best on 2 cores, "
-        "docs/benchmarks.md)",
+        help="CPU threads for Whisper, and torch's with them (default: half the cores, at most 4; 0: CTranslate2's "
+        "own default)",
     )
     mdl.add_argument("--text-encoder", default=None, help="override the checkpoint's text encoder path")
     mdl.add_argument(

@@ -86,15 +86,28 @@ def check_uncertain_below(value: float, name: str = "uncertain_below") -> float:
     return float(value)
 
 
-def check_asr_threads(value: int | None, name: str = "asr_threads") -> int:
-    """Whisper's CPU threads (None or 0: CTranslate2's own default), or one sentence naming ``name``.
+def default_asr_threads() -> int:
+    """Whisper's CPU threads when none are asked for: half the cores this process may use, at most 4.
 
-    One thread measured best on this project's 2 cores (docs/benchmarks.md, session 18: CPU
-    real-time factor 0.233 -> 0.212, 0.331 -> 0.281 with interim words); it is not the default yet
-    because it also sets torch's threads (one OpenMP runtime) and that change of process state was
-    not settled in this session (a same-seed training test differs after it in one process)."""
+    Whisper shares the CPU with the text encoder, the voice encoder, the segmenter and the UI;
+    CTranslate2's own default (up to 4 threads) takes every core of a small machine. On this
+    project's 2 cores, one thread measured best on every count in back-to-back real-time
+    replays (docs/benchmarks.md, session 18): CPU real-time factor 0.245 -> 0.212, and 0.28
+    with interim words on; end-of-speech latency lower too, since the stage beside Whisper
+    keeps a core. Larger machines were not measured: half the cores is the same split there.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 2
+    return max(1, min(4, cores // 2))
+
+
+def check_asr_threads(value: int | None, name: str = "asr_threads") -> int:
+    """Whisper's CPU threads (None: :func:`default_asr_threads`; 0: CTranslate2's own default),
+    or one sentence naming ``name``."""
     if value is None:
-        return 0
+        return default_asr_threads()
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(f"{name} must be 0 (CTranslate2's default) or a number of threads, got {value!r}")
     return value

@@ -147,6 +147,15 @@ def np_ce(logits, labels):
     return total / count
 
 
+@pytest.fixture(autouse=True)
+def _torch_threads_kept():
+    """A test that builds a live tracker sets torch's thread count (Whisper's, by design): give
+    the next test the count it would have had, so results never depend on test order."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def dialogues():
     return make_dialogues((6, 3, 1))

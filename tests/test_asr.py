@@ -130,6 +130,17 @@ def test_devices_and_settings():
     assert "int8" in str(info.value) and "local files" not in str(info.value)
 
 
+def test_building_whisper_leaves_torchs_threads_as_they_were():
+    """CTranslate2 sets the building thread's OpenMP count, which torch shares: a training run that
+    built Whisper halfway trained on another count than the same run with a warm cache."""
+    import torch
+
+    for torch_threads, whisper_threads in ((1, 0), (2, 1)):
+        torch.set_num_threads(torch_threads)
+        Transcriber(device="cpu", cpu_threads=whisper_threads)
+        assert torch.get_num_threads() == torch_threads
+
+
 class _NoCublasWhisper:
     """faster-whisper's model as on a GPU machine without the CUDA libraries CTranslate2 needs:
     it loads (on the CPU here), and its first computation on "cuda" fails as CTranslate2 does."""

@@ -143,3 +143,15 @@ def test_ser_live_makes_idle_worker_threads_sleep_unless_told_otherwise(given, e
     code = "import os, sys, streamer.cli; assert 'torch' not in sys.modules; print(os.environ['OMP_WAIT_POLICY'])"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == expected
+
+
+def test_whisper_gets_half_the_cores_by_default(monkeypatch):
+    """On 2 cores one Whisper thread measured best (docs/benchmarks.md, session 18): half the cores, 1 to 4."""
+    import streamer.options as options
+
+    got = []
+    for cores in (1, 2, 3, 4, 16):
+        monkeypatch.setattr(options.os, "sched_getaffinity", lambda _pid, n=cores: set(range(n)), raising=False)
+        got.append(options.check_asr_threads(None))
+    assert got == [1, 1, 1, 2, 4]
+    assert options.check_asr_threads(0) == 0 and options.check_asr_threads(3) == 3  # 0: CTranslate2's own default

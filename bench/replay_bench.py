@@ -254,7 +254,7 @@ def run_in_app(pipeline, tap, labels: list[str] | None = None, with_interim: boo
 
     async def drive() -> None:
         # A plain sleep, not ``pilot.pause``: the pilot makes every widget process its queue and
-        # forces a screen refresh on each call, which at 20 Hz cost the app more CPU than its own
+        # forces a screen refresh on each call, which at 20 Hz cost as much CPU as the app's own
         # work (session 19: real-time factor 0.198 against 0.132 without the UI on the same
         # replay; ser-live in a terminal costs ~0.03 for its UI). The app refreshes on its own
         # schedule, as it does in a terminal.

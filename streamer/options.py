@@ -92,7 +92,7 @@ def default_asr_threads() -> int:
     Whisper shares the CPU with the text encoder, the voice encoder, the segmenter and the UI;
     CTranslate2's own default (up to 4 threads) takes every core of a small machine. On this
     project's 2 cores, one thread measured best on every count in back-to-back real-time
-    replays (docs/benchmarks.md, session 18): CPU real-time factor 0.245 -> 0.212, and 0.28
+    replays (docs/benchmarks.md, session 18): CPU real-time factor 0.233 -> 0.212, and 0.28
     with interim words on; end-of-speech latency lower too, since the stage beside Whisper
     keeps a core. Larger machines were not measured: half the cores is the same split there.
     """

@@ -7,7 +7,8 @@ Transcribes the first dialogue lines of the bundled demos and the long-turns rec
 setting in its own process: OpenBLAS reads ``OPENBLAS_NUM_THREADS`` when numpy loads, so
 the variable must be set before that. Reports per line: wall p50/p95 and CPU (all threads
 of the process) per line. ``ser-live`` runs numpy's BLAS on one thread
-(:func:`streamer.options.sequential_blas`); its Whisper uses CTranslate2's default threads.
+(:func:`streamer.options.sequential_blas`) and Whisper on half the cores
+(:func:`streamer.options.default_asr_threads`: one here).
 """
 
 from __future__ import annotations

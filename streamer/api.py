@@ -124,9 +124,9 @@ class EmotionTracker:
             policy=policy,
         )
         if asr_threads and self.transcriber.device == "cpu":
-            # CTranslate2 and torch share one OpenMP runtime here, so Whisper's thread count becomes
-            # torch's too (the voice encoder, the fusion model); said here rather than left implicit.
-            # That is the setting measured (docs/benchmarks.md, session 18).
+            # torch (the voice encoder, the fusion model) on Whisper's thread count: the setting
+            # measured (docs/benchmarks.md, session 18). Building Whisper leaves the caller's count
+            # alone (streamer.asr), so this is the one place it is chosen.
             import torch
 
             torch.set_num_threads(asr_threads)

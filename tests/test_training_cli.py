@@ -45,7 +45,7 @@ def run_dir(tmp_path_factory):
     code = main(train_argv("tiny", tmp / "runs", tmp / "cache", 0, 1))
     assert code == 0
     # bitwise equality of two trainings needs the same torch thread count (it sets the order of
-    # sums); a live tracker built with --asr-threads in this process sets torch's (see README)
+    # sums); a live tracker built in this process sets torch's to Whisper's (see README)
     (tmp / "torch-threads").write_text(str(torch.get_num_threads()))
     return tmp
 

@@ -22,6 +22,7 @@ import logging
 import random
 from pathlib import Path
 
+from models.pipeline import TEXT_PUNCTUATIONS
 from training.asr_text import ErrorRates
 from training.asr_text import load as load_asr
 from training.data.shared import DEFAULT_ROOT, meld_dialogues
@@ -53,6 +54,12 @@ def add_parser(sub) -> None:
     tt.add_argument("--noise-p", type=float, default=0.5, help="P(a line is replaced by ASR-like text) in training")
     tt.add_argument("--class-weight-power", type=float, default=0.5, help="0: plain cross-entropy")
     tt.add_argument("--untagged-p", type=float, default=0.5, help="P(a dialogue's speakers are hidden) in training")
+    tt.add_argument(
+        "--punctuation",
+        choices=TEXT_PUNCTUATIONS,
+        default="as_written",
+        help="spoken: read every line as Whisper punctuates speech (no exclamation marks), in training and live",
+    )
     tt.add_argument("--seeds", type=int, nargs="+", default=[0])
     tt.add_argument("--folds", type=int, default=0, help="also train K out-of-fold adapters (by dialogue)")
     tt.add_argument(
@@ -129,7 +136,7 @@ def _frozen(args, train, sets) -> dict:
     from streamer.text_encoder import TextEncoder
 
     pooling = "utterance_last4" if args.context_turns else "mean_last4"
-    enc = TextEncoder(args.encoder, 128, "cpu", pooling=pooling)
+    enc = TextEncoder(args.encoder, 128, "cpu", pooling=pooling, punctuation=args.punctuation)
     tr = examples(train, args.context_turns)
     X = {name: enc.embed(t, c) for name, (t, c, _) in {"train": tr, **sets}.items()}
     best = None
@@ -167,6 +174,7 @@ def run(args) -> int:
         noise_p=args.noise_p,
         untagged_p=args.untagged_p,
         class_weight_power=args.class_weight_power,
+        punctuation=args.punctuation,
     )
     from models.base import resolve_device
 

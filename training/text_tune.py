@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from models.pipeline import TEXT_PUNCTUATIONS
 from streamer.text_context import Turn, dialogue_contexts
 from training.asr_text import AsrPair, ErrorRates
 from training.data.records import MELD_LABELS, Dialogue
@@ -52,6 +53,9 @@ class TuneConfig:
     untagged_p: float = 0.5
     max_tokens: int = 128
     seed: int = 0
+    #: How the encoder reads punctuation (models.pipeline.TEXT_PUNCTUATIONS): ``spoken`` trains
+    #: on lines as Whisper punctuates speech, and the adapter file says so to whoever reads it.
+    punctuation: str = "as_written"
     #: Train on these MELD train dialogue ids only (k-fold runs); None: every training dialogue.
     only_dialogues: tuple[str, ...] | None = field(default=None, repr=False)
 
@@ -62,6 +66,8 @@ class TuneConfig:
             raise ValueError(f"noise_p must be in [0, 1], got {self.noise_p}")
         if not 0 <= self.context_turns <= 16:
             raise ValueError(f"context_turns must be 0..16, got {self.context_turns}")
+        if self.punctuation not in TEXT_PUNCTUATIONS:
+            raise ValueError(f"punctuation must be one of {', '.join(TEXT_PUNCTUATIONS)}, got {self.punctuation!r}")
 
 
 class AsrNoise:
@@ -121,7 +127,14 @@ class Tuner(nn.Module):
         from streamer.text_adapter import attach_lora, base_fingerprint, family_of, lora_config
         from streamer.text_encoder import TextEncoder
 
-        self.encoder = TextEncoder(cfg.encoder, cfg.max_tokens, device, pooling="utterance_last", runtime="torch")
+        self.encoder = TextEncoder(
+            cfg.encoder,
+            cfg.max_tokens,
+            device,
+            pooling="utterance_last",
+            runtime="torch",
+            punctuation=cfg.punctuation,
+        )
         base = self.encoder.model
         self.fingerprint = base_fingerprint(base)
         n = base.config.num_hidden_layers
@@ -312,6 +325,7 @@ def save_adapter(model: Tuner, cfg: TuneConfig, result: dict, path: Path) -> Pat
         "pooling": model.encoder.pooling,
         "max_tokens": cfg.max_tokens,
         "context_turns": cfg.context_turns,
+        "punctuation": cfg.punctuation,
         "adapter": model.adapter().to_dict(),
         "result": json.loads(json.dumps(result)),
     }

@@ -1,0 +1,96 @@
+"""How much the text branch leans on MELD's punctuation, and what a head trained without it gives.
+
+Whisper writes no exclamation marks for a flat (synthetic) voice: of 168 MELD dev lines read
+by flite/festival voices, MELD writes "!" in 62 and tiny.en in none. A frozen-encoder probe
+(all-mpnet-base-v2, mean of its last four layers, the line alone; logistic regression with C
+chosen on the validation split in the form it was trained on) is trained on MELD train lines
+as MELD writes them, with "!" turned into "." (``flat``), or lower-cased without punctuation
+(``bare``), and each is scored on MELD dev (report only) in every form and on what tiny.en
+wrote for the words-only leave-voices-out lines (``experiments/words_gap.py``'s cuts), put
+through the same normaliser as the head's training text (train as you serve).
+
+    python experiments/punctuation_probe.py --asr /tmp/asr_none.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import f1_score
+
+from training.data.records import MELD_LABELS
+from training.data.shared import DEFAULT_ROOT, meld_dialogues
+from training.text_tune import examples
+
+
+def flat(text: str) -> str:
+    text = re.sub(r"[?!]*\?[?!]*", "?", text)
+    return re.sub(r"!+", ".", text)
+
+
+def bare(text: str) -> str:
+    return " ".join(re.sub(r"[^\w\s']", " ", text).lower().split())
+
+
+FORMS = {"raw": lambda t: t, "flat": flat, "bare": bare}
+
+
+def wf1(y, p) -> float:
+    return float(f1_score(y, p, average="weighted", zero_division=0))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--asr", type=Path, required=True, help="JSON of {set: [{asr, text, label}]}")
+    parser.add_argument("--root", type=Path, default=DEFAULT_ROOT)
+    parser.add_argument("--encoder", default="sentence-transformers/all-mpnet-base-v2")
+    parser.add_argument("--forms", nargs="+", default=list(FORMS), choices=list(FORMS))
+    args = parser.parse_args()
+
+    from streamer.text_encoder import TextEncoder
+
+    _, train = meld_dialogues("train", args.root)
+    _, val = meld_dialogues("validation", args.root)
+    _, dev = meld_dialogues("test", args.root)  # MELD dev: reported, never selected on
+    data = {name: examples(ds, 0) for name, ds in (("train", train), ("validation", val), ("dev", dev))}
+    lvo = json.loads(args.asr.read_text())
+    enc = TextEncoder(args.encoder, 128, "cpu", pooling="mean_last4")
+    label_id = {name: i for i, name in enumerate(MELD_LABELS)}
+    texts = {name: t for name, (t, _, _) in data.items()}
+    for name, rows in lvo.items():
+        texts[name] = [r["asr"] for r in rows]
+        texts[name + ":script"] = [r["text"] for r in rows]
+    forms = {form: FORMS[form] for form in args.forms}
+    unique = sorted({fn(t) for fn in forms.values() for ts in texts.values() for t in ts})
+    vectors = dict(zip(unique, enc.embed(unique)))  # each distinct string once
+    X = {
+        (name, form): np.stack([vectors[fn(t)] for t in ts]) for name, ts in texts.items() for form, fn in forms.items()
+    }
+    y = {name: data[name][2] for name in data}
+    for name, rows in lvo.items():
+        y[name] = y[name + ":script"] = np.array([label_id[r["label"]] for r in rows])
+    report = {}
+    for form in forms:
+        best = None
+        for C in (0.1, 0.3, 1.0, 3.0):
+            clf = LogisticRegression(C=C, max_iter=3000).fit(X["train", form], y["train"])
+            f1 = wf1(y["validation"], clf.predict(X["validation", form]))
+            if best is None or f1 > best[0]:
+                best = (f1, C, clf)
+        f1, C, clf = best
+        row = {"C": C, "validation": round(f1, 3)}
+        for test in ("dev", *[n for name in lvo for n in (name + ":script", name)]):
+            scores = {tf: round(wf1(y[test], clf.predict(X[test, tf])), 3) for tf in forms}
+            row[test] = scores
+        report[form] = row
+        print(form, json.dumps(row), flush=True)
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()

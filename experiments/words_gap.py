@@ -1,0 +1,131 @@
+"""Where the words-only leave-voices-out sets lose: the script, Whisper's words, the live cut.
+
+The words-only recordings (MELD dev lines read by synthetic voices nothing trains on) score
+0.36-0.41 end to end where the same model reads MELD dev's script at about 0.60. This replays
+each line of a rendered ``training lvo`` set through the bundle's own front end with the true
+segmentation and the true speakers (each line cut at its rendered times with the segmenter's
+pre/post-roll), and scores, per condition, the fused answer and each channel alone:
+
+- ``script``: the line's text as MELD writes it (the ceiling of the words on these lines);
+- ``asr``: Whisper's transcript of that cut, as the live path would write it;
+- and, from the ``training lvo`` results JSON, the tracker end to end (its own cuts and speakers).
+
+    python experiments/words_gap.py runs/lvo19 --sets words-espeak words-engines
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+from collections import Counter
+from pathlib import Path
+
+import soundfile as sf
+from sklearn.metrics import f1_score
+
+PAD_BEFORE_S = 0.3
+PAD_AFTER_S = 0.3
+
+
+def _flat(text: str) -> str:
+    """MELD's line with the punctuation a flat voice gets from Whisper: no exclamation marks."""
+    text = re.sub(r"[?!]*\?[?!]*", "?", text)
+    return re.sub(r"!+", ".", text)
+
+
+CONDITIONS = {
+    "script-flat": lambda line, cut: _flat(line["text"]),
+    "script-lower": lambda line, cut: re.sub(r"[^\w\s']", "", line["text"]).lower(),
+}
+
+
+def lines(recording: Path) -> list[dict]:
+    return [json.loads(row) for row in recording.with_suffix(".jsonl").read_text().splitlines() if row.strip()]
+
+
+def replay(tracker, recording: Path, text_of) -> list[dict]:
+    """Each line of one recording through features and model, in order, with true speakers."""
+    from streamer.text_context import DialogueHistory
+
+    audio, rate = sf.read(recording, dtype="float32", always_2d=True)
+    audio = audio.mean(axis=1)
+    assert rate == 16000, rate
+    ckpt = tracker.checkpoint
+    classifier = ckpt.classifier()
+    text_cfg = ckpt.pipeline.text
+    history = DialogueHistory(text_cfg.context_turns if text_cfg is not None else 0)
+    names: dict[str, str] = {}
+    out = []
+    for line in lines(recording):
+        a = int(max(0.0, line["start_s"] - PAD_BEFORE_S) * rate)
+        b = int(min(len(audio) / rate, line["end_s"] + PAD_AFTER_S) * rate)
+        cut = audio[a:b]
+        speaker = names.setdefault(line["speaker"], "ABCDEFGH"[len(names)])
+        text = text_of(line, cut)
+        extra = {"text_context": history.context(speaker)} if history.turns else {}
+        feats, _ = tracker.features.utterance(cut, text, speaker=0, norm_key=speaker, **extra)
+        feats["norm_key"] = speaker if "norm_key" in feats else None
+        probs = classifier.push(feats, per_channel=True)
+        history.push(speaker, text)
+        row = {"true": line["label"], "fused": ckpt.labels[int(probs.argmax())], "words": text}
+        for name, p in classifier.last_channels.items():
+            row[name] = ckpt.labels[int(p.argmax())]
+        out.append(row)
+    return out
+
+
+def score(rows: list[dict], key: str) -> float:
+    truth = [r["true"] for r in rows]
+    return float(f1_score(truth, [r.get(key, "<missed>") for r in rows], average="weighted", zero_division=0))
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("lvo", type=Path, help="a `python -m training lvo --out` folder")
+    parser.add_argument("--sets", nargs="+", default=["words-espeak", "words-engines"])
+    parser.add_argument("--results", default="results-bundled.json")
+    parser.add_argument("--conditions", nargs="+", default=None, help="of: script, asr, " + ", ".join(CONDITIONS))
+    parser.add_argument("--prompt", default="", help="Whisper's previous-text prompt (the asr condition)")
+    parser.add_argument("--model", default=None, help="checkpoint (default: the bundled one)")
+    args = parser.parse_args()
+
+    from streamer.api import EmotionTracker
+
+    tracker = EmotionTracker(args.model)
+    if args.prompt:
+        tok = tracker.transcriber._tokenizer
+        ids = tok.encode(" " + args.prompt.strip())
+        tracker.transcriber._prompt = [tok.sot_prev, *ids, *tok.sot_sequence, tok.no_timestamps]
+    e2e = json.loads((args.lvo / args.results).read_text()) if (args.lvo / args.results).is_file() else {}
+    report = {}
+    for name in args.sets:
+        recordings = sorted((args.lvo / "recordings" / name).glob("*.flac"))
+        conditions = {
+            "script": lambda line, cut: line["text"],
+            "asr": lambda line, cut: tracker.transcriber.transcribe(cut),
+        }
+        if args.conditions:
+            conditions = {k: CONDITIONS[k] if k in CONDITIONS else conditions[k] for k in args.conditions}
+        report[name] = {}
+        for cond, text_of in conditions.items():
+            rows = [r for rec in recordings for r in replay(tracker, rec, text_of)]
+            report[name][cond] = {k: round(score(rows, k), 3) for k in ("fused", "audio", "text")}
+            report[name][cond]["text_answers"] = dict(Counter(r["text"] for r in rows).most_common())
+            report[name][cond]["n"] = len(rows)
+            print(name, cond, report[name][cond], flush=True)
+        if name in e2e:
+            s = e2e[name]
+            report[name]["end_to_end"] = {
+                "fused": round(s["weighted_f1"], 3),
+                **{k: round(v["weighted_f1"], 3) for k, v in s.get("channels", {}).items()},
+                "n": s["n"],
+            }
+            print(name, "end_to_end", report[name]["end_to_end"], flush=True)
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()

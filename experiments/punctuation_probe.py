@@ -23,21 +23,17 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
 
+from training.asr_text import spoken_punctuation
 from training.data.records import MELD_LABELS
 from training.data.shared import DEFAULT_ROOT, meld_dialogues
 from training.text_tune import examples
-
-
-def flat(text: str) -> str:
-    text = re.sub(r"[?!]*\?[?!]*", "?", text)
-    return re.sub(r"!+", ".", text)
 
 
 def bare(text: str) -> str:
     return " ".join(re.sub(r"[^\w\s']", " ", text).lower().split())
 
 
-FORMS = {"raw": lambda t: t, "flat": flat, "bare": bare}
+FORMS = {"raw": lambda t: t, "flat": spoken_punctuation, "bare": bare}
 
 
 def wf1(y, p) -> float:
@@ -49,6 +45,10 @@ def main() -> None:
     parser.add_argument("--asr", type=Path, required=True, help="JSON of {set: [{asr, text, label}]}")
     parser.add_argument("--root", type=Path, default=DEFAULT_ROOT)
     parser.add_argument("--encoder", default="sentence-transformers/all-mpnet-base-v2")
+    parser.add_argument("--cache", type=Path, default=None, help="an .npz of vectors by string, read and filled")
+    parser.add_argument(
+        "--mixed", type=float, nargs="*", default=[], help="also heads trained with each line flat with these P"
+    )
     parser.add_argument("--forms", nargs="+", default=list(FORMS), choices=list(FORMS))
     args = parser.parse_args()
 
@@ -67,7 +67,12 @@ def main() -> None:
         texts[name + ":script"] = [r["text"] for r in rows]
     forms = {form: FORMS[form] for form in args.forms}
     unique = sorted({fn(t) for fn in forms.values() for ts in texts.values() for t in ts})
-    vectors = dict(zip(unique, enc.embed(unique)))  # each distinct string once
+    cache = args.cache if args.cache is not None and args.cache.is_file() else None
+    known = dict(np.load(cache, allow_pickle=False).items()) if cache else {}
+    todo = [t for t in unique if t not in known]
+    vectors = {**known, **dict(zip(todo, enc.embed(todo) if todo else []))}  # each distinct string once
+    if args.cache is not None and todo:
+        np.savez(args.cache, **vectors)
     X = {
         (name, form): np.stack([vectors[fn(t)] for t in ts]) for name, ts in texts.items() for form, fn in forms.items()
     }
@@ -89,6 +94,24 @@ def main() -> None:
             row[test] = scores
         report[form] = row
         print(form, json.dumps(row), flush=True)
+    rng = np.random.default_rng(0)
+    for p in args.mixed:  # each training line read flat with probability p; served as written
+        pick = rng.random(len(y["train"])) < p
+        Xm = np.where(pick[:, None], X["train", "flat"], X["train", "raw"])
+        pick_v = rng.random(len(y["validation"])) < p
+        Xv = np.where(pick_v[:, None], X["validation", "flat"], X["validation", "raw"])
+        best = None
+        for C in (0.1, 0.3, 1.0, 3.0):
+            clf = LogisticRegression(C=C, max_iter=3000).fit(Xm, y["train"])
+            f1 = wf1(y["validation"], clf.predict(Xv))
+            if best is None or f1 > best[0]:
+                best = (f1, C, clf)
+        f1, C, clf = best
+        row = {"C": C, "validation": round(f1, 3)}
+        for test in ("dev", *[n for name in lvo for n in (name + ":script", name)]):
+            row[test] = {tf: round(wf1(y[test], clf.predict(X[test, tf])), 3) for tf in forms}
+        report[f"mixed-{p}"] = row
+        print(f"mixed-{p}", json.dumps(row), flush=True)
     print(json.dumps(report, indent=1))
 
 

@@ -25,18 +25,14 @@ from pathlib import Path
 import soundfile as sf
 from sklearn.metrics import f1_score
 
+from training.asr_text import spoken_punctuation
+
 PAD_BEFORE_S = 0.3
 PAD_AFTER_S = 0.3
 
 
-def _flat(text: str) -> str:
-    """MELD's line with the punctuation a flat voice gets from Whisper: no exclamation marks."""
-    text = re.sub(r"[?!]*\?[?!]*", "?", text)
-    return re.sub(r"!+", ".", text)
-
-
 CONDITIONS = {
-    "script-flat": lambda line, cut: _flat(line["text"]),
+    "script-flat": lambda line, cut: spoken_punctuation(line["text"]),
     "script-lower": lambda line, cut: re.sub(r"[^\w\s']", "", line["text"]).lower(),
 }
 

@@ -18,9 +18,6 @@ import torch
 #: ``utterance_*`` poolings average only the current utterance's tokens (its dialogue
 #: context, when in the input, shapes them through attention but is not averaged).
 TEXT_POOLINGS = ("mean_last4", "utterance_last4", "utterance_last")
-#: How a text pipeline reads punctuation: ``as_written`` (the text as it comes) or ``spoken``
-#: (as Whisper writes speech: no exclamation marks; see :func:`streamer.text_encoder.spoken_punctuation`).
-TEXT_PUNCTUATIONS = ("as_written", "spoken")
 
 
 @dataclass(frozen=True)
@@ -68,15 +65,10 @@ class TextPipeline:
     max_tokens: int = 128
     context_turns: int = 0
     adapter: dict[str, Any] | None = field(default=None, compare=False, repr=False)
-    #: ``spoken``: every line and its context lose what Whisper never writes for speech
-    #: (checkpoints from before this field read ``as_written``).
-    punctuation: str = "as_written"
 
     def __post_init__(self) -> None:
         if self.pooling not in TEXT_POOLINGS:
             raise ValueError(f"text pooling must be one of {TEXT_POOLINGS}")
-        if self.punctuation not in TEXT_PUNCTUATIONS:
-            raise ValueError(f"text punctuation must be one of {TEXT_PUNCTUATIONS}, got {self.punctuation!r}")
         if not isinstance(self.context_turns, int) or not 0 <= self.context_turns <= 16:
             raise ValueError(f"text context_turns must be an integer from 0 to 16, got {self.context_turns!r}")
         if self.context_turns and self.pooling == "mean_last4":
@@ -220,4 +212,6 @@ class FeaturePipeline:
             for key in ("prior_mean", "prior_var"):
                 n[key] = np.asarray(n[key].numpy() if hasattr(n[key], "numpy") else n[key], np.float32)
             norm = SpeakerNormPipeline(**n)
-        return cls(audio, text, frames, bool(d.get("tokens", False)), bool(d.get("commonsense", False)), whisper, norm)
+        return cls(
+            audio, text, frames, bool(d.get("tokens", False)), bool(d.get("commonsense", False)), whisper, norm
+        )

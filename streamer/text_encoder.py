@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from models.base import resolve_device
-from models.pipeline import TEXT_POOLINGS, TEXT_PUNCTUATIONS, TextPipeline
+from models.pipeline import TEXT_POOLINGS, TextPipeline
 from streamer.frames import FeatureError
 from streamer.options import TEXT_RUNTIMES
 
@@ -70,22 +70,6 @@ def normalize_text(text: str) -> str:
     return " ".join(text.split())
 
 
-_QUESTION = re.compile(r"[!?]*\?[!?]*")
-_EXCLAMATION = re.compile(r"!+")
-
-
-def spoken_punctuation(text: str) -> str:
-    """The punctuation Whisper writes for speech: a question stays one ``?``, an exclamation is a ``.``.
-
-    A script marks emotion with "!" (MELD: 37 % of the lines of a dev sample); tiny.en writes
-    none for a flat voice and few for an acted one (0-27 % of strong RAVDESS clips per
-    emotion), so a model that learnt "!" reads live transcripts as calmer than they are
-    (docs/results.md, "the words as Whisper punctuates them"). Reading every line this way, in
-    training and live, takes the cue away from both.
-    """
-    return _EXCLAMATION.sub(".", _QUESTION.sub("?", text))
-
-
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0][:160] if text else ""
@@ -102,11 +86,8 @@ class TextEncoder:
         pooling: str = "mean_last4",
         adapter=None,
         runtime: str = "auto",
-        punctuation: str = "as_written",
     ):
-        """``pooling``: one of :data:`models.pipeline.TEXT_POOLINGS`; ``punctuation``: one of
-        :data:`models.pipeline.TEXT_PUNCTUATIONS` (``spoken``: :func:`spoken_punctuation` on
-        every line and context before tokenizing); ``adapter``: a fine-tuned
+        """``pooling``: one of :data:`models.pipeline.TEXT_POOLINGS`; ``adapter``: a fine-tuned
         :class:`streamer.text_adapter.TextAdapter` merged into the base weights; ``runtime``:
         what runs :meth:`embed`, ``onnx`` (ONNX Runtime, :mod:`streamer.text_onnx`: the same
         vectors about twice as fast on a CPU), ``torch``, or ``auto`` (ONNX on the CPU when it
@@ -119,9 +100,6 @@ class TextEncoder:
             raise FeatureError(f"text runtime must be one of {TEXT_RUNTIMES}, got {runtime!r}")
         if pooling not in TEXT_POOLINGS:
             raise FeatureError(f"text pooling must be one of {TEXT_POOLINGS}, got {pooling!r}")
-        if punctuation not in TEXT_PUNCTUATIONS:
-            raise FeatureError(f"text punctuation must be one of {TEXT_PUNCTUATIONS}, got {punctuation!r}")
-        self.punctuation = punctuation
         self.name = str(name_or_path) if name_or_path is not None else BUNDLED_TEXT_ENCODER
         self.max_tokens = max_tokens
         self.pooling = pooling
@@ -154,11 +132,7 @@ class TextEncoder:
         self._onnx = self._prepare_onnx(runtime, source)
         log.info(
             "text encoder %s from %s on %s (dim %d, %s)",
-            self.name,
-            source,
-            self.device,
-            self.dim,
-            "onnxruntime" if self._onnx else "torch",
+            self.name, source, self.device, self.dim, "onnxruntime" if self._onnx else "torch",
         )
 
     def _prepare_onnx(self, runtime: str, source: str):
@@ -210,7 +184,7 @@ class TextEncoder:
                 adapter = TextAdapter.from_dict(spec.adapter)
             except (KeyError, TypeError, ValueError) as exc:
                 raise FeatureError(f"the checkpoint's text adapter is damaged ({exc}); retrain it") from exc
-        return cls(spec.encoder, spec.max_tokens, device, spec.pooling, adapter, runtime, spec.punctuation)
+        return cls(spec.encoder, spec.max_tokens, device, spec.pooling, adapter, runtime)
 
     def pipeline_for(self, context_turns: int = 0) -> TextPipeline:
         """The :class:`TextPipeline` a checkpoint trained on this encoder records."""
@@ -221,7 +195,6 @@ class TextEncoder:
             max_tokens=self.max_tokens,
             context_turns=context_turns,
             adapter=self.adapter.to_dict() if self.adapter is not None else None,
-            punctuation=self.punctuation,
         )
 
     @property
@@ -232,13 +205,7 @@ class TextEncoder:
     def id(self) -> str:
         """What determines this encoder's vectors besides the text (cache keys)."""
         extra = f":{self.pooling}" if self.pooling != "mean_last4" else ""
-        extra += f":{self.punctuation}" if self.punctuation != "as_written" else ""
         return self.name + extra + (f":{self.adapter.id}" if self.adapter is not None else "")
-
-    def read(self, text: str) -> str:
-        """A line (or context) as the encoder reads it: :func:`normalize_text`, then the punctuation."""
-        text = normalize_text(text)
-        return spoken_punctuation(text) if self.punctuation == "spoken" else text
 
     def tokenize(self, texts: list[str], contexts: list[str | None] | None = None):
         """Tokenized batch and the pooling mask (n, L): the tokens the pooling averages.
@@ -250,7 +217,7 @@ class TextEncoder:
         contexts = contexts if contexts is not None else [None] * len(texts)
         rows, masks = [], []
         for text, ctx in zip(texts, contexts):
-            text, ctx = self.read(text), self.read(ctx) if ctx else None
+            text, ctx = normalize_text(text), normalize_text(ctx) if ctx else None
             enc = self.tokenizer(text, ctx, truncation="longest_first" if ctx else True, max_length=self.max_tokens)
             seq = enc.sequence_ids(0)
             if self.pooling == "mean_last4":
@@ -300,7 +267,7 @@ class TextEncoder:
     def _states(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """n texts -> layer-mean states (n, L, D) float32 and attention mask (n, L) on CPU."""
         batch = self.tokenizer(
-            [self.read(t) for t in texts],
+            [normalize_text(t) for t in texts],
             padding=True,
             truncation=True,
             max_length=self.max_tokens,

@@ -372,8 +372,8 @@ def test_resume_keeps_only_a_finished_fine_tuning_of_the_same_settings(tmp_path)
     assert _finished(cfg, tmp_path / "none") is None
 
 
-def test_spoken_punctuation_keeps_questions_and_drops_exclamations():
-    from streamer.text_encoder import spoken_punctuation
+def test_spoken_punctuation_keeps_questions_and_ends_exclamations_with_a_full_stop():
+    from training.asr_text import spoken_punctuation
 
     assert spoken_punctuation("Where?! No, I know!! Hey!? Really??") == "Where? No, I know. Hey? Really?"
     assert spoken_punctuation("Oh my God, he's lost it.") == "Oh my God, he's lost it."
@@ -381,53 +381,33 @@ def test_spoken_punctuation_keeps_questions_and_drops_exclamations():
     assert spoken_punctuation(once) == once == "Nooo. You lent me Monica's earrings?"
 
 
-def test_a_spoken_text_pipeline_reads_script_and_transcript_alike_in_training_and_live(tmp_path, trained_adapter):
-    """The option travels with the encoder: its vectors, its cache key, the checkpoint, an adapter file."""
-    from training.text_features import adapter_encoder, adapter_pipeline
+def test_training_reads_a_turn_with_spoken_punctuation_in_its_line_and_in_later_contexts(tmp_path, capsys):
+    import random
 
-    spoken = TextEncoder(None, 64, "cpu", pooling="utterance_last", adapter=trained_adapter, punctuation="spoken")
-    written = TextEncoder(None, 64, "cpu", pooling="utterance_last", adapter=trained_adapter)
-    script, heard, ctx = ["You're a genius!"], ["You're a genius."], ["B: Where?! Here!"]
-    np.testing.assert_allclose(spoken.embed(script, ctx), spoken.embed(heard, ["B: Where? Here."]), atol=1e-6)
-    assert not np.allclose(written.embed(script, ctx), written.embed(heard, ["B: Where? Here."]), atol=1e-4)
-    assert spoken.id != written.id  # cached vectors of one never stand in for the other's
-
-    spec = spoken.pipeline_for(context_turns=1)
-    assert spec.punctuation == "spoken"
-    m = models.build("text", input_dim=spec.dim, hidden=4)
-    loaded = models.load(models.save(tmp_path / "m.pt", m, LABELS, FeaturePipeline(text=spec))).pipeline.text
-    assert loaded.punctuation == "spoken"
-    np.testing.assert_allclose(TextEncoder.from_pipeline(loaded, "cpu").embed(script), spoken.embed(heard), atol=1e-5)
-    # a checkpoint written before the option reads text as written
-    old = {k: v for k, v in FeaturePipeline(text=spec).to_dict()["text"].items() if k != "punctuation"}
-    assert FeaturePipeline.from_dict({"text": old}).text.punctuation == "as_written"
-    with pytest.raises(ValueError, match="punctuation"):
-        TextPipeline(punctuation="shouted")
-
-    path = _adapter_file(tmp_path / "a" / "adapter.pt", trained_adapter)
-    assert adapter_pipeline(path).punctuation == "as_written"  # files from before the option
-    payload = torch.load(path, weights_only=True)
-    torch.save({**payload, "punctuation": "spoken"}, tmp_path / "s.pt")
-    assert adapter_encoder(str(tmp_path / "s.pt")).punctuation == "spoken"
-    assert adapter_pipeline(tmp_path / "s.pt").punctuation == "spoken"
-
-
-def test_text_tune_records_how_it_read_punctuation(tmp_path, capsys):
     import training.text_tune as tt
     from training.cli import main
     from training.data.records import Dialogue, Utterance
 
-    with pytest.raises(SystemExit) as exit_:
-        main(["text-tune", "--name", "x", "--punctuation", "shouted", "--runs-dir", str(tmp_path)])
-    assert exit_.value.code == 2 and "--punctuation" in capsys.readouterr().err
-    lines = [("I love this so much!", "joy"), ("leave me alone!", "anger"), ("ok then", "neutral")]
-    train = [Dialogue(f"d{k}", tuple(Utterance(f"d{k}", i, "s0", text=t, label=y) for i, (t, y) in enumerate(lines)))
-             for k in range(2)]  # fmt: skip
-    cfg = tt.TuneConfig(context_turns=0, lora_layers=1, lora_rank=2, epochs=1, batch_size=2, noise_p=0.0,
-                        max_tokens=24, punctuation="spoken")  # fmt: skip
-    model, result = tt.tune(cfg, train, train[:1], None, {}, device="cpu")
-    assert model.encoder.punctuation == "spoken" and result["config"]["punctuation"] == "spoken"
-    payload = torch.load(tt.save_adapter(model, cfg, result, tmp_path / "adapter.pt"), weights_only=True)
-    assert payload["punctuation"] == "spoken"
-    with pytest.raises(ValueError, match="punctuation"):
-        tt.TuneConfig(punctuation="shouted")
+    lines = [("Hey!", "joy"), ("You're a genius!", "joy"), ("Where?!", "surprise"), ("ok then", "neutral")]
+    dialogues = [Dialogue(f"d{k}", tuple(Utterance(f"d{k}", i, "s0", text=t, label=y)
+                                         for i, (t, y) in enumerate(lines))) for k in range(200)]  # fmt: skip
+
+    def epoch(p):
+        cfg = tt.TuneConfig(context_turns=2, noise_p=0.0, spoken_p=p)
+        return tt._noised_examples(dialogues, cfg, None, random.Random(0))
+
+    texts, contexts, _ = epoch(0.0)
+    assert texts[:4] == [t for t, _ in lines] and "Where?!" in contexts[3]  # as written, and as drawn before
+    texts, contexts, _ = epoch(1.0)
+    assert not any("!" in t for t in texts) and not any("!" in (c or "") for c in contexts)
+    assert texts[:4] == ["Hey.", "You're a genius.", "Where?", "ok then"]
+    texts, contexts, _ = epoch(0.5)
+    share = np.mean(["!" not in t for t in texts if t != "ok then"])
+    assert 0.4 < share < 0.6
+    for i in range(0, len(texts), 4):  # a turn is one string wherever it is read
+        assert texts[i + 1] in contexts[i + 2] and texts[i + 2] in contexts[i + 3]
+
+    assert main(["text-tune", "--name", "x", "--spoken-p", "2", "--runs-dir", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --spoken-p") and "\n" not in err
+    assert not (tmp_path / "runs").exists()

@@ -22,7 +22,6 @@ import logging
 import random
 from pathlib import Path
 
-from models.pipeline import TEXT_PUNCTUATIONS
 from training.asr_text import ErrorRates
 from training.asr_text import load as load_asr
 from training.data.shared import DEFAULT_ROOT, meld_dialogues
@@ -52,14 +51,14 @@ def add_parser(sub) -> None:
     tt.add_argument("--epochs", type=int, default=4)
     tt.add_argument("--lr", type=float, default=5e-4)
     tt.add_argument("--noise-p", type=float, default=0.5, help="P(a line is replaced by ASR-like text) in training")
+    tt.add_argument(
+        "--spoken-p",
+        type=float,
+        default=0.0,
+        help="P(a training line is read without exclamation marks, as tiny.en writes speech)",
+    )
     tt.add_argument("--class-weight-power", type=float, default=0.5, help="0: plain cross-entropy")
     tt.add_argument("--untagged-p", type=float, default=0.5, help="P(a dialogue's speakers are hidden) in training")
-    tt.add_argument(
-        "--punctuation",
-        choices=TEXT_PUNCTUATIONS,
-        default="as_written",
-        help="spoken: read every line as Whisper punctuates speech (no exclamation marks), in training and live",
-    )
     tt.add_argument("--seeds", type=int, nargs="+", default=[0])
     tt.add_argument("--folds", type=int, default=0, help="also train K out-of-fold adapters (by dialogue)")
     tt.add_argument(
@@ -136,7 +135,7 @@ def _frozen(args, train, sets) -> dict:
     from streamer.text_encoder import TextEncoder
 
     pooling = "utterance_last4" if args.context_turns else "mean_last4"
-    enc = TextEncoder(args.encoder, 128, "cpu", pooling=pooling, punctuation=args.punctuation)
+    enc = TextEncoder(args.encoder, 128, "cpu", pooling=pooling)
     tr = examples(train, args.context_turns)
     X = {name: enc.embed(t, c) for name, (t, c, _) in {"train": tr, **sets}.items()}
     best = None
@@ -164,6 +163,8 @@ def _frozen(args, train, sets) -> dict:
 
 def run(args) -> int:
     # the settings are checked before anything is read or written
+    if not 0 <= args.spoken_p <= 1:
+        raise ValueError(f"--spoken-p is a probability: give a number from 0 to 1, not {args.spoken_p}")
     base = TuneConfig(
         encoder=args.encoder,
         context_turns=args.context_turns,
@@ -172,9 +173,9 @@ def run(args) -> int:
         epochs=args.epochs,
         lr=args.lr,
         noise_p=args.noise_p,
+        spoken_p=args.spoken_p,
         untagged_p=args.untagged_p,
         class_weight_power=args.class_weight_power,
-        punctuation=args.punctuation,
     )
     from models.base import resolve_device
 

@@ -48,11 +48,7 @@ def adapter_encoder(path: str):
     from streamer.text_encoder import TextEncoder
 
     p = read_adapter_file(path)
-    adapter = TextAdapter.from_dict(p["adapter"])
-    # adapter files from before the punctuation option read text as written
-    return TextEncoder(
-        p["encoder"], p["max_tokens"], "auto", p["pooling"], adapter, punctuation=p.get("punctuation", "as_written")
-    )
+    return TextEncoder(p["encoder"], p["max_tokens"], "auto", p["pooling"], TextAdapter.from_dict(p["adapter"]))
 
 
 def adapter_pipeline(path: str | Path) -> TextPipeline:
@@ -108,7 +104,7 @@ def pipeline_encoder(spec: TextPipeline):
     from streamer.text_encoder import TextEncoder
 
     adapter_id = TextAdapter.from_dict(spec.adapter).id if spec.adapter is not None else None
-    key = (spec.encoder, spec.pooling, spec.max_tokens, adapter_id, spec.punctuation)
+    key = (spec.encoder, spec.pooling, spec.max_tokens, adapter_id)
     if key not in _PIPELINE_ENCODERS:
         _PIPELINE_ENCODERS[key] = TextEncoder.from_pipeline(spec)
     return _PIPELINE_ENCODERS[key]
@@ -131,8 +127,7 @@ def split_vectors(
         if want_folds and not folds:
             log.warning(
                 "no fold adapters beside %s: the training split's text vectors are in sample "
-                "(text-tune --folds K makes them out of fold)",
-                path,
+                "(text-tune --folds K makes them out of fold)", path,
             )
         encoders = [adapter_encoder(path)] + [adapter_encoder(str(f.resolve())) for f, _ in folds]
     line_fold: dict[str, int] | None = None
@@ -152,7 +147,9 @@ def split_vectors(
                 which = 0 if hit is None else hit + 1
             jobs.append((i + j, texts[i + j], c, which))
         i += n
-    keys = [hashlib.sha1(f"{encoders[e].id}\n{c or ''}\n{t}".encode()).hexdigest() for _, t, c, e in jobs]
+    keys = [
+        hashlib.sha1(f"{encoders[e].id}\n{c or ''}\n{t}".encode()).hexdigest() for _, t, c, e in jobs
+    ]
     for e, enc in enumerate(encoders):
         # by length over the whole split: a batch costs its longest input, so similar lengths waste no padding
         todo = sorted(
@@ -169,9 +166,6 @@ def split_vectors(
         store.save()
     log.info(
         "text vectors of %s-%s: %d utterances, %d through fold adapters",
-        split.dataset,
-        split.name,
-        len(jobs),
-        sum(1 for j in jobs if j[3] > 0),
+        split.dataset, split.name, len(jobs), sum(1 for j in jobs if j[3] > 0),
     )
     return np.stack([store[k] for k in keys]) if jobs else np.zeros((0, encoders[0].dim), np.float32)

@@ -26,9 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.pipeline import TEXT_PUNCTUATIONS
 from streamer.text_context import Turn, dialogue_contexts
-from training.asr_text import AsrPair, ErrorRates
+from training.asr_text import AsrPair, ErrorRates, spoken_punctuation
 from training.data.records import MELD_LABELS, Dialogue
 from training.trainer import Resume, load_state, save_state
 
@@ -46,6 +45,9 @@ class TuneConfig:
     lr: float = 5e-4
     head_dropout: float = 0.1
     noise_p: float = 0.5
+    #: P(a training turn is read with the punctuation tiny.en writes for speech: no "!"); live
+    #: transcripts seldom have one, so "no !" must not read as "calm" (asr_text.spoken_punctuation).
+    spoken_p: float = 0.0
     #: Loss weight of a class: (share of the majority / share of the class) ** power (0: plain CE,
     #: which weighted F1, MELD's metric, favours).
     class_weight_power: float = 0.5
@@ -53,9 +55,6 @@ class TuneConfig:
     untagged_p: float = 0.5
     max_tokens: int = 128
     seed: int = 0
-    #: How the encoder reads punctuation (models.pipeline.TEXT_PUNCTUATIONS): ``spoken`` trains
-    #: on lines as Whisper punctuates speech, and the adapter file says so to whoever reads it.
-    punctuation: str = "as_written"
     #: Train on these MELD train dialogue ids only (k-fold runs); None: every training dialogue.
     only_dialogues: tuple[str, ...] | None = field(default=None, repr=False)
 
@@ -64,10 +63,10 @@ class TuneConfig:
             raise ValueError("epochs, batch_size, lora_layers and lora_rank must be >= 1")
         if not 0 <= self.noise_p <= 1:
             raise ValueError(f"noise_p must be in [0, 1], got {self.noise_p}")
+        if not 0 <= self.spoken_p <= 1:
+            raise ValueError(f"spoken_p must be in [0, 1], got {self.spoken_p}")
         if not 0 <= self.context_turns <= 16:
             raise ValueError(f"context_turns must be 0..16, got {self.context_turns}")
-        if self.punctuation not in TEXT_PUNCTUATIONS:
-            raise ValueError(f"punctuation must be one of {', '.join(TEXT_PUNCTUATIONS)}, got {self.punctuation!r}")
 
 
 class AsrNoise:
@@ -127,14 +126,7 @@ class Tuner(nn.Module):
         from streamer.text_adapter import attach_lora, base_fingerprint, family_of, lora_config
         from streamer.text_encoder import TextEncoder
 
-        self.encoder = TextEncoder(
-            cfg.encoder,
-            cfg.max_tokens,
-            device,
-            pooling="utterance_last",
-            runtime="torch",
-            punctuation=cfg.punctuation,
-        )
+        self.encoder = TextEncoder(cfg.encoder, cfg.max_tokens, device, pooling="utterance_last", runtime="torch")
         base = self.encoder.model
         self.fingerprint = base_fingerprint(base)
         n = base.config.num_hidden_layers
@@ -174,18 +166,20 @@ def predict(model: Tuner, texts: list[str], contexts: list, batch_size: int = 64
 
 def _noised_examples(dialogues, cfg: TuneConfig, noise: AsrNoise | None, rng: random.Random):
     """One epoch's examples: a dialogue's speakers hidden with ``untagged_p``, each turn
-    ASR-noised with ``noise_p``."""
+    ASR-noised with ``noise_p`` and read with spoken punctuation with ``spoken_p`` (a turn is
+    one string, as a live transcript is: the line and the later contexts it enters agree)."""
+
+    def heard(text: str) -> str:
+        if noise is not None and rng.random() < cfg.noise_p:
+            text = noise(text, rng)
+        if cfg.spoken_p and rng.random() < cfg.spoken_p:  # no draw at 0: older runs replay as they were
+            text = spoken_punctuation(text)
+        return text
+
     out = []
     for d in dialogues:
         hide = rng.random() < cfg.untagged_p
-        turns = [
-            Turn(
-                None if hide else t.speaker,
-                noise(t.text, rng) if noise is not None and rng.random() < cfg.noise_p else t.text,
-            )
-            for t in dialogue_turns(d)
-        ]
-        out.append((d, turns))
+        out.append((d, [Turn(None if hide else t.speaker, heard(t.text)) for t in dialogue_turns(d)]))
     return labelled(out, cfg.context_turns)
 
 
@@ -325,7 +319,6 @@ def save_adapter(model: Tuner, cfg: TuneConfig, result: dict, path: Path) -> Pat
         "pooling": model.encoder.pooling,
         "max_tokens": cfg.max_tokens,
         "context_turns": cfg.context_turns,
-        "punctuation": cfg.punctuation,
         "adapter": model.adapter().to_dict(),
         "result": json.loads(json.dumps(result)),
     }

@@ -72,6 +72,29 @@ def replay(tracker, recording: Path, text_of) -> list[dict]:
     return out
 
 
+CHANNELS = ("audio", "text")
+
+
+def by_exclamation(utterances: list[dict], recordings: list[Path]) -> dict:
+    """Share of non-neutral answers, truth and each channel, on the lines MELD writes with and without "!"
+    (end to end; a recording counts when its utterances align one to one with its lines)."""
+    rows = []
+    for rec in recordings:
+        mine = [u for u in utterances if u["recording"] == rec.stem]
+        said = lines(rec)
+        if len(mine) == len(said) and all(u["true"] == line["label"] for u, line in zip(mine, said)):
+            rows += [("!" in line["text"], u) for line, u in zip(said, mine)]
+    out = {}
+    for marked in (True, False):
+        sel = [u for m, u in rows if m == marked]
+        if sel:
+            out["with !" if marked else "without !"] = {
+                "n": len(sel),
+                **{k: round(sum(u[k] != "neutral" for u in sel) / len(sel), 2) for k in ("true", "pred", *CHANNELS)},
+            }
+    return out
+
+
 def score(rows: list[dict], key: str) -> float:
     truth = [r["true"] for r in rows]
     return float(f1_score(truth, [r.get(key, "<missed>") for r in rows], average="weighted", zero_division=0))
@@ -119,6 +142,7 @@ def main() -> None:
                 **{k: round(v["weighted_f1"], 3) for k, v in s.get("channels", {}).items()},
                 "n": s["n"],
             }
+            report[name]["end_to_end"]["by_exclamation"] = by_exclamation(s["utterances"], recordings)
             print(name, "end_to_end", report[name]["end_to_end"], flush=True)
     print(json.dumps(report, indent=1))
 

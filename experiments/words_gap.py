@@ -3,8 +3,8 @@
 The words-only recordings (MELD dev lines read by synthetic voices nothing trains on) score
 0.36-0.41 end to end where the same model reads MELD dev's script at about 0.60. This replays
 each line of a rendered ``training lvo`` set through the bundle's own front end with the true
-segmentation and the true speakers (each line cut at its rendered times with the segmenter's
-pre/post-roll), and scores, per condition, the fused answer and each channel alone:
+segmentation and the true speakers (each line cut at its rendered times, 0.3 s either side),
+and scores, per condition, the fused answer and each channel alone:
 
 - ``script``: the line's text as MELD writes it (the ceiling of the words on these lines);
 - ``asr``: Whisper's transcript of that cut, as the live path would write it;
@@ -43,6 +43,7 @@ def lines(recording: Path) -> list[dict]:
 
 def replay(tracker, recording: Path, text_of) -> list[dict]:
     """Each line of one recording through features and model, in order, with true speakers."""
+    from streamer.pipeline import SPEAKER_NAMES
     from streamer.text_context import DialogueHistory
 
     audio, rate = sf.read(recording, dtype="float32", always_2d=True)
@@ -58,11 +59,11 @@ def replay(tracker, recording: Path, text_of) -> list[dict]:
         a = int(max(0.0, line["start_s"] - PAD_BEFORE_S) * rate)
         b = int(min(len(audio) / rate, line["end_s"] + PAD_AFTER_S) * rate)
         cut = audio[a:b]
-        speaker = names.setdefault(line["speaker"], "ABCDEFGH"[len(names)])
+        speaker = names.setdefault(line["speaker"], SPEAKER_NAMES[len(names)])  # as tracked: A, B, ...
         text = text_of(line, cut)
         extra = {"text_context": history.context(speaker)} if history.turns else {}
-        feats, _ = tracker.features.utterance(cut, text, speaker=0, norm_key=speaker, **extra)
-        feats["norm_key"] = speaker if "norm_key" in feats else None
+        slot = SPEAKER_NAMES.index(speaker)  # HBAF's speaker slot, as the live pipeline fills it
+        feats, _ = tracker.features.utterance(cut, text, speaker=slot, norm_key=speaker, **extra)
         probs = classifier.push(feats, per_channel=True)
         history.push(speaker, text)
         row = {"true": line["label"], "fused": ckpt.labels[int(probs.argmax())], "words": text}

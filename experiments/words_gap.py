@@ -66,7 +66,7 @@ def replay(tracker, recording: Path, text_of) -> list[dict]:
         feats, _ = tracker.features.utterance(cut, text, speaker=slot, norm_key=speaker, **extra)
         probs = classifier.push(feats, per_channel=True)
         history.push(speaker, text)
-        row = {"true": line["label"], "fused": ckpt.labels[int(probs.argmax())], "words": text}
+        row = {"true": line["label"], "fused": ckpt.labels[int(probs.argmax())], "words": text, "script": line["text"]}
         for name, p in classifier.last_channels.items():
             row[name] = ckpt.labels[int(p.argmax())]
         out.append(row)
@@ -94,6 +94,13 @@ def by_exclamation(utterances: list[dict], recordings: list[Path]) -> dict:
                 **{k: round(sum(u[k] != "neutral" for u in sel) / len(sel), 2) for k in ("true", "pred", *CHANNELS)},
             }
     return out
+
+
+def wer(refs: list[str], hyps: list[str]) -> float:
+    """Word error rate over a set, normalised as ``python -m training asr-text`` measures it."""
+    from training.asr_text import AsrPair, ErrorRates
+
+    return ErrorRates.measure([AsrPair("", 0, "", ref, hyp) for ref, hyp in zip(refs, hyps)]).wer
 
 
 def score(rows: list[dict], key: str) -> float:
@@ -135,6 +142,8 @@ def main() -> None:
             report[name][cond] = {k: round(score(rows, k), 3) for k in ("fused", "audio", "text")}
             report[name][cond]["text_answers"] = dict(Counter(r["text"] for r in rows).most_common())
             report[name][cond]["n"] = len(rows)
+            report[name][cond]["with_exclamation"] = sum("!" in r["words"] for r in rows)
+            report[name][cond]["wer"] = round(wer([r["script"] for r in rows], [r["words"] for r in rows]), 3)
             print(name, cond, report[name][cond], flush=True)
         if name in e2e:
             s = e2e[name]

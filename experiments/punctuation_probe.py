@@ -23,6 +23,7 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
 
+from training.asr_text import load as load_asr
 from training.asr_text import spoken_punctuation
 from training.data.records import MELD_LABELS
 from training.data.shared import DEFAULT_ROOT, meld_dialogues
@@ -58,6 +59,11 @@ def main() -> None:
     _, val = meld_dialogues("validation", args.root)
     _, dev = meld_dialogues("test", args.root)  # MELD dev: reported, never selected on
     data = {name: examples(ds, 0) for name, ds in (("train", train), ("validation", val), ("dev", dev))}
+    for name, split, dialogues in (("validation-asr", "validation", val), ("dev-asr", "test", dev)):
+        heard = {(p.dialogue, p.turn): p.asr for p in load_asr(split)}  # `python -m training asr-text`
+        keep = [d for d in dialogues if all((d.id, u.turn) in heard for u in d.utterances)]
+        if keep:
+            data[name] = examples(keep, 0, heard, speakers=False)
     lvo = json.loads(args.asr.read_text())
     enc = TextEncoder(args.encoder, 128, "cpu", pooling="mean_last4")
     label_id = {name: i for i, name in enumerate(MELD_LABELS)}
@@ -80,6 +86,8 @@ def main() -> None:
     for name, rows in lvo.items():
         y[name] = y[name + ":script"] = np.array([label_id[r["label"]] for r in rows])
     report = {}
+    reported = [n for n in data if n not in ("train", "validation")]  # MELD dev, and both heard sets
+    tests = (*reported, *[n for name in lvo for n in (name + ":script", name)])
     for form in forms:
         best = None
         for C in (0.1, 0.3, 1.0, 3.0):
@@ -89,7 +97,7 @@ def main() -> None:
                 best = (f1, C, clf)
         f1, C, clf = best
         row = {"C": C, "validation": round(f1, 3)}
-        for test in ("dev", *[n for name in lvo for n in (name + ":script", name)]):
+        for test in tests:
             scores = {tf: round(wf1(y[test], clf.predict(X[test, tf])), 3) for tf in forms}
             row[test] = scores
         report[form] = row
@@ -108,7 +116,7 @@ def main() -> None:
                 best = (f1, C, clf)
         f1, C, clf = best
         row = {"C": C, "validation": round(f1, 3)}
-        for test in ("dev", *[n for name in lvo for n in (name + ":script", name)]):
+        for test in tests:
             row[test] = {tf: round(wf1(y[test], clf.predict(X[test, tf])), 3) for tf in forms}
         report[f"mixed-{p}"] = row
         print(f"mixed-{p}", json.dumps(row), flush=True)

@@ -411,3 +411,12 @@ def test_training_reads_a_turn_with_spoken_punctuation_in_its_line_and_in_later_
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: --spoken-p") and "\n" not in err
     assert not (tmp_path / "runs").exists()
+
+
+def test_runs_recorded_before_spoken_punctuation_are_still_recognised():
+    import training.text_tune as tt
+
+    old = tt.TuneConfig(context_turns=2, noise_p=0.3)
+    assert "spoken_p" not in tt.recorded_config(old) and "spoken_p" not in tt.fingerprint(old)
+    new = tt.TuneConfig(context_turns=2, noise_p=0.3, spoken_p=0.5)
+    assert tt.recorded_config(new)["spoken_p"] == 0.5 and tt.fingerprint(new) != tt.fingerprint(old)

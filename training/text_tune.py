@@ -206,14 +206,23 @@ def wait_while_quiet() -> None:
         time.sleep(2)
 
 
+#: Settings added after runs were recorded, at the value those runs had: left out of the record
+#: there, so a finished or interrupted run of an older recipe is still recognised by ``--resume``.
+_ADDED_LATER = {"spoken_p": 0.0}
+
+
+def _settings(cfg: TuneConfig) -> dict:
+    return {k: v for k, v in asdict(cfg).items() if not (k in _ADDED_LATER and v == _ADDED_LATER[k])}
+
+
 def recorded_config(cfg: TuneConfig) -> dict:
     """The settings a result and its adapter file record (fold ids aside: a fold records its held dialogues)."""
-    return {k: v for k, v in asdict(cfg).items() if k != "only_dialogues"}
+    return {k: v for k, v in _settings(cfg).items() if k != "only_dialogues"}
 
 
 def fingerprint(cfg: TuneConfig) -> str:
     """The settings a saved fine-tuning state must have been made with (fold ids included)."""
-    return json.dumps(asdict(cfg), sort_keys=True, default=str)
+    return json.dumps(_settings(cfg), sort_keys=True, default=str)
 
 
 def tune(

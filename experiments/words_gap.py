@@ -115,6 +115,7 @@ def main() -> None:
     parser.add_argument("--sets", nargs="+", default=["words-espeak", "words-engines"])
     parser.add_argument("--results", default="results-bundled.json")
     parser.add_argument("--conditions", nargs="+", default=None, help="of: script, asr, " + ", ".join(CONDITIONS))
+    parser.add_argument("--dump", type=Path, default=None, help="write the asr condition's transcripts here (JSON)")
     parser.add_argument("--prompt", default="", help="Whisper's previous-text prompt (the asr condition)")
     parser.add_argument("--model", default=None, help="checkpoint (default: the bundled one)")
     args = parser.parse_args()
@@ -127,7 +128,7 @@ def main() -> None:
         ids = tok.encode(" " + args.prompt.strip())
         tracker.transcriber._prompt = [tok.sot_prev, *ids, *tok.sot_sequence, tok.no_timestamps]
     e2e = json.loads((args.lvo / args.results).read_text()) if (args.lvo / args.results).is_file() else {}
-    report = {}
+    report, heard = {}, {}
     for name in args.sets:
         recordings = sorted((args.lvo / "recordings" / name).glob("*.flac"))
         conditions = {
@@ -140,6 +141,8 @@ def main() -> None:
         for cond, text_of in conditions.items():
             rows = [r for rec in recordings for r in replay(tracker, rec, text_of)]
             report[name][cond] = {k: round(score(rows, k), 3) for k in ("fused", "audio", "text")}
+            if cond == "asr":
+                heard[name] = [{"asr": r["words"], "text": r["script"], "label": r["true"]} for r in rows]
             report[name][cond]["text_answers"] = dict(Counter(r["text"] for r in rows).most_common())
             report[name][cond]["n"] = len(rows)
             report[name][cond]["with_exclamation"] = sum("!" in r["words"] for r in rows)
@@ -154,6 +157,8 @@ def main() -> None:
             }
             report[name]["end_to_end"]["by_exclamation"] = by_exclamation(s["utterances"], recordings)
             print(name, "end_to_end", report[name]["end_to_end"], flush=True)
+    if args.dump is not None and heard:  # experiments/punctuation_probe.py --asr reads it
+        args.dump.write_text(json.dumps(heard))
     print(json.dumps(report, indent=1))
 
 

@@ -90,3 +90,31 @@ def test_feature_store_round_trip(tmp_path):
     s.save(ragged=True)
     r = FeatureStore(tmp_path / "x.npz")
     assert r["a"].shape == (2, 3) and r["b"].shape == (4, 3) and "c" not in r
+
+
+def test_transcripts_already_made_survive_an_interrupted_extraction(tmp_path, monkeypatch):
+    """A cold extraction transcribes for hours: what it heard is on disk before it is stopped."""
+    from training.data.records import Utterance
+
+    for i, clip in enumerate(CLIPS):
+        shutil.copy(clip, tmp_path / f"c{i}.flac")
+    utts = [Utterance("d0", i, "A", audio_path=tmp_path / f"c{i}.flac", label="neutral") for i in range(3)]
+    heard = []
+
+    class Stops:
+        def transcribe(self, audio):
+            if len(heard) == 2:
+                raise KeyboardInterrupt  # the user stops it on the third line
+            heard.append(len(audio))
+            return f"line {len(heard)}"
+
+    monkeypatch.setattr(extract, "whisper_model", lambda *a: Stops())
+    monkeypatch.setattr(extract, "TRANSCRIPTS_SAVE_EVERY", 2)
+    cfg = ExtractConfig(cache_dir=tmp_path / "cache", progress=False)
+    path = tmp_path / "cache" / "asr" / "x.npz"
+    with pytest.raises(KeyboardInterrupt):
+        extract._transcripts(utts, cfg, path)
+    heard.clear()  # the next run transcribes the third line only
+    monkeypatch.setattr(extract, "TRANSCRIPTS_SAVE_EVERY", 200)
+    assert extract._transcripts(utts, cfg, path) == ["line 1", "line 2", "line 1"]
+    assert len(heard) == 1

@@ -30,6 +30,8 @@ from training.data.records import DatasetSplit, Utterance
 log = logging.getLogger(__name__)
 
 DEFAULT_CACHE = Path(".cache/features")
+#: New transcripts between two writes of their cache (a cold ``mixed`` extraction transcribes ~10k lines).
+TRANSCRIPTS_SAVE_EVERY = 200
 
 
 @dataclass(frozen=True)
@@ -391,7 +393,14 @@ def _transcripts(utts: list[Utterance], cfg: ExtractConfig, path: Path) -> list[
         return texts
     store_path = path.with_suffix(".json")
     cache: dict[str, str] = json.loads(store_path.read_text()) if store_path.is_file() else {}
-    transcriber = None
+
+    def save() -> None:
+        store_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = store_path.with_name(f"{store_path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(cache))
+        os.replace(tmp, store_path)
+
+    transcriber, new = None, 0
     for i in tqdm(need, desc="whisper", disable=not cfg.progress):
         u = utts[i]
         k = audio_key(u)
@@ -400,9 +409,9 @@ def _transcripts(utts: list[Utterance], cfg: ExtractConfig, path: Path) -> list[
             transcriber = transcriber or whisper_model(cfg.asr_model or "tiny.en", policy.min_window_s, policy.pad_s)
             audio = load_utterance_audio(u.audio_path, u.start_s, u.end_s, cfg.live_cut, u.augment)
             cache[k] = transcriber.transcribe(audio)
+            new += 1
+            if new % TRANSCRIPTS_SAVE_EVERY == 0:  # hours of transcription survive an interruption
+                save()
         texts[i] = cache[k]
-    store_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = store_path.with_name(f"{store_path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(cache))
-    os.replace(tmp, store_path)
+    save()
     return texts

@@ -4,19 +4,19 @@ Whisper writes no exclamation marks for a flat (synthetic) voice: of 168 MELD de
 by flite/festival voices, MELD writes "!" in 62 and tiny.en in none. A frozen-encoder probe
 (all-mpnet-base-v2, mean of its last four layers, the line alone; logistic regression with C
 chosen on the validation split in the form it was trained on) is trained on MELD train lines
-as MELD writes them, with "!" turned into "." (``flat``), or lower-cased without punctuation
-(``bare``), and each is scored on MELD dev (report only) in every form and on what tiny.en
-wrote for the words-only leave-voices-out lines (``experiments/words_gap.py``'s cuts), put
-through the same normaliser as the head's training text (train as you serve).
+as MELD writes them, with "!" turned into "." (``flat``), or (``--mixed P``) with each line
+read flat with probability P and served as written. Each head is scored on MELD dev (report
+only) in both forms, on tiny.en's transcripts of the ``asr-text`` collections, and on what
+tiny.en wrote for the words-only leave-voices-out lines (``experiments/words_gap.py --dump``).
 
-    python experiments/punctuation_probe.py --asr /tmp/asr_none.json
+    python experiments/words_gap.py runs/lvo19 --conditions asr --dump runs/words-heard.json
+    python experiments/punctuation_probe.py --asr runs/words-heard.json --forms raw flat --mixed 0.5 0.75
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
 from pathlib import Path
 
 import numpy as np
@@ -29,12 +29,7 @@ from training.data.records import MELD_LABELS
 from training.data.shared import DEFAULT_ROOT, meld_dialogues
 from training.text_tune import examples
 
-
-def bare(text: str) -> str:
-    return " ".join(re.sub(r"[^\w\s']", " ", text).lower().split())
-
-
-FORMS = {"raw": lambda t: t, "flat": spoken_punctuation, "bare": bare}
+FORMS = {"raw": lambda t: t, "flat": spoken_punctuation}
 
 
 def wf1(y, p) -> float:

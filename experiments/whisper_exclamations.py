@@ -33,8 +33,7 @@ def main() -> None:
         emotion = EMOTIONS.get(path.rsplit("/", 1)[-1].split("-")[2])
         if emotion is None or clips[emotion] >= PER_EMOTION:
             continue
-        audio = load_audio(path)
-        text = asr.transcribe(audio[0] if isinstance(audio, tuple) else audio)
+        text = asr.transcribe(load_audio(path))
         clips[emotion] += 1
         marked[emotion] += "!" in text
         examples.setdefault(emotion, []).append(text)

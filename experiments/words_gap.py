@@ -22,23 +22,23 @@ import re
 from collections import Counter
 from pathlib import Path
 
-import soundfile as sf
-from sklearn.metrics import f1_score
-
+from streamer.audio import load_audio
 from training.asr_text import spoken_punctuation
+from training.e2e import read_truth
+from training.lvo import pooled_scores
 
 PAD_BEFORE_S = 0.3
 PAD_AFTER_S = 0.3
 
 
+#: What the model reads for a line: ``(tracker, its ground-truth Segment, its audio cut) -> text``.
 CONDITIONS = {
-    "script-flat": lambda line, cut: spoken_punctuation(line["text"]),
-    "script-lower": lambda line, cut: re.sub(r"[^\w\s']", "", line["text"]).lower(),
+    "script": lambda tracker, line, cut: line.text,
+    "asr": lambda tracker, line, cut: tracker.transcriber.transcribe(cut),
+    "script-flat": lambda tracker, line, cut: spoken_punctuation(line.text),
+    "script-lower": lambda tracker, line, cut: re.sub(r"[^\w\s']", "", line.text).lower(),
 }
-
-
-def lines(recording: Path) -> list[dict]:
-    return [json.loads(row) for row in recording.with_suffix(".jsonl").read_text().splitlines() if row.strip()]
+CHANNELS = ("audio", "text")
 
 
 def replay(tracker, recording: Path, text_of) -> list[dict]:
@@ -46,34 +46,29 @@ def replay(tracker, recording: Path, text_of) -> list[dict]:
     from streamer.pipeline import SPEAKER_NAMES
     from streamer.text_context import DialogueHistory
 
-    audio, rate = sf.read(recording, dtype="float32", always_2d=True)
-    audio = audio.mean(axis=1)
-    assert rate == 16000, rate
+    audio, rate = load_audio(recording), 16000  # mono at the tracker's rate
     ckpt = tracker.checkpoint
     classifier = ckpt.classifier()
     text_cfg = ckpt.pipeline.text
     history = DialogueHistory(text_cfg.context_turns if text_cfg is not None else 0)
     names: dict[str, str] = {}
     out = []
-    for line in lines(recording):
-        a = int(max(0.0, line["start_s"] - PAD_BEFORE_S) * rate)
-        b = int(min(len(audio) / rate, line["end_s"] + PAD_AFTER_S) * rate)
+    for line in read_truth(recording.with_suffix(".jsonl")):
+        a = int(max(0.0, line.start_s - PAD_BEFORE_S) * rate)
+        b = int(min(len(audio) / rate, line.end_s + PAD_AFTER_S) * rate)
         cut = audio[a:b]
-        speaker = names.setdefault(line["speaker"], SPEAKER_NAMES[len(names)])  # as tracked: A, B, ...
-        text = text_of(line, cut)
+        speaker = names.setdefault(line.speaker, SPEAKER_NAMES[len(names)])  # as tracked: A, B, ...
+        text = text_of(tracker, line, cut)
         extra = {"text_context": history.context(speaker)} if history.turns else {}
         slot = SPEAKER_NAMES.index(speaker)  # HBAF's speaker slot, as the live pipeline fills it
         feats, _ = tracker.features.utterance(cut, text, speaker=slot, norm_key=speaker, **extra)
         probs = classifier.push(feats, per_channel=True)
         history.push(speaker, text)
-        row = {"true": line["label"], "fused": ckpt.labels[int(probs.argmax())], "words": text, "script": line["text"]}
+        row = {"true": line.label, "fused": ckpt.labels[int(probs.argmax())], "words": text, "script": line.text}
         for name, p in classifier.last_channels.items():
             row[name] = ckpt.labels[int(p.argmax())]
         out.append(row)
     return out
-
-
-CHANNELS = ("audio", "text")
 
 
 def by_exclamation(utterances: list[dict], recordings: list[Path]) -> dict:
@@ -82,9 +77,9 @@ def by_exclamation(utterances: list[dict], recordings: list[Path]) -> dict:
     rows = []
     for rec in recordings:
         mine = [u for u in utterances if u["recording"] == rec.stem]
-        said = lines(rec)
-        if len(mine) == len(said) and all(u["true"] == line["label"] for u, line in zip(mine, said)):
-            rows += [("!" in line["text"], u) for line, u in zip(said, mine)]
+        said = read_truth(rec.with_suffix(".jsonl"))
+        if len(mine) == len(said) and all(u["true"] == line.label for u, line in zip(mine, said)):
+            rows += [("!" in line.text, u) for line, u in zip(said, mine)]
     out = {}
     for marked in (True, False):
         sel = [u for m, u in rows if m == marked]
@@ -104,8 +99,8 @@ def wer(refs: list[str], hyps: list[str]) -> float:
 
 
 def score(rows: list[dict], key: str) -> float:
-    truth = [r["true"] for r in rows]
-    return float(f1_score(truth, [r.get(key, "<missed>") for r in rows], average="weighted", zero_division=0))
+    """Weighted F1 of one answer (fused or a channel), as ``training lvo`` pools it."""
+    return pooled_scores([r["true"] for r in rows], [r.get(key, "<missed>") for r in rows])["weighted_f1"]
 
 
 def main() -> None:
@@ -114,7 +109,7 @@ def main() -> None:
     parser.add_argument("lvo", type=Path, help="a `python -m training lvo --out` folder")
     parser.add_argument("--sets", nargs="+", default=["words-espeak", "words-engines"])
     parser.add_argument("--results", default="results-bundled.json")
-    parser.add_argument("--conditions", nargs="+", default=None, help="of: script, asr, " + ", ".join(CONDITIONS))
+    parser.add_argument("--conditions", nargs="+", default=["script", "asr"], choices=list(CONDITIONS))
     parser.add_argument("--dump", type=Path, default=None, help="write the asr condition's transcripts here (JSON)")
     parser.add_argument("--prompt", default="", help="Whisper's previous-text prompt (the asr condition)")
     parser.add_argument("--model", default=None, help="checkpoint (default: the bundled one)")
@@ -131,16 +126,10 @@ def main() -> None:
     report, heard = {}, {}
     for name in args.sets:
         recordings = sorted((args.lvo / "recordings" / name).glob("*.flac"))
-        conditions = {
-            "script": lambda line, cut: line["text"],
-            "asr": lambda line, cut: tracker.transcriber.transcribe(cut),
-        }
-        if args.conditions:
-            conditions = {k: CONDITIONS[k] if k in CONDITIONS else conditions[k] for k in args.conditions}
         report[name] = {}
-        for cond, text_of in conditions.items():
-            rows = [r for rec in recordings for r in replay(tracker, rec, text_of)]
-            report[name][cond] = {k: round(score(rows, k), 3) for k in ("fused", "audio", "text")}
+        for cond in args.conditions:
+            rows = [r for rec in recordings for r in replay(tracker, rec, CONDITIONS[cond])]
+            report[name][cond] = {k: round(score(rows, k), 3) for k in ("fused", *CHANNELS)}
             if cond == "asr":
                 heard[name] = [{"asr": r["words"], "text": r["script"], "label": r["true"]} for r in rows]
             report[name][cond]["text_answers"] = dict(Counter(r["text"] for r in rows).most_common())

@@ -19,7 +19,8 @@ if [ "${STEP:-all}" != bundle ]; then
     --context-turns 2 --lora-layers 6 --epochs 3 --class-weight-power 0 --noise-p 0.3 --spoken-p 0.5 --resume
   A=runs/text/mpnet-lora6-ctx2-ce-e3-spoken50-s0/adapter.pt
 fi
-# Not run yet (CPU time; session 20 ended with the adapter): the installed bundle's recipe on it
-# (docs/model-card.md: in-sample text vectors, seed 1), then the leave-voices-out sets.
+# The installed bundle's recipe on it (docs/model-card.md: in-sample text vectors, seed 1), then the
+# leave-voices-out sets. Run in session 21 with SEEDS=1 and SEEDS=2: not installed (docs/results.md,
+# "The bundle retrained on that encoder").
 SEEDS=1 NAME=bundle-spoken50-insample TEXT_ADAPTER=$A EXTRA="--text-dropout 0.5 --in-sample-text" \
   OPTIONS="--option words_text=asr --option augment_copies=2" LVO_DIALOGUES=16 LVO_OUT=runs/lvo19 bash experiments/bundle.sh

@@ -64,17 +64,16 @@ def simulate(audio, asr, policy: dict, decode_s: float) -> tuple[list[dict], int
         for utt in seg.push(audio[b : b + BLOCK]):
             if utt.end_s - utt.start_s > 6.0:
                 final_t = utt.decided_at_s + decode_s / 2  # the final row: end decision + about its ASR time
-                text = asr.transcribe(utt.audio)
-                _, words = asr.transcribe_words(utt.audio)
-                mine = [r for r in rows if r[2] > utt.start_s]
+                text = asr.transcribe(utt.audio)  # the final row's text, on the live policy's window
+                _, words = asr.transcribe_words(utt.audio)  # word times only (as the benchmark takes them)
                 out += word_delays(
                     utt.start_s,
                     [(w.word, w.end_s) for w in words],
-                    [*mine, (final_t, _norm(text), utt.end_s)],
+                    [*rows, (final_t, _norm(text), utt.end_s)],
                     final_t,
                     0.0,
                 )
-            rows = []
+            rows = []  # rows belong to the utterance in progress: none yet for the next one
             last_at = -1e9
         if not seg.in_speech or now < busy_until or now - last_at < policy["every_s"]:
             continue

@@ -27,9 +27,10 @@ log = logging.getLogger(__name__)
 FORMAT = "ser-live/checkpoint"
 #: 2 added Whisper audio features and per-speaker normalisation to the feature pipeline;
 #: version 1 files (openSMILE + text only) read unchanged. 3 added the text encoder's dialogue
-#: context and fine-tuned delta (adapter) to the text pipeline.
-VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)
+#: context and fine-tuned delta (adapter) to the text pipeline. 4 added the nuisance projection
+#: to speaker normalisation (an older reader would ignore it and feed the model other features).
+VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)
 
 
 class CheckpointError(ValueError):

@@ -119,12 +119,18 @@ class SpeakerNormPipeline:
 
     ``prior_mean``/``prior_var`` are the training split's statistics of the audio vector;
     ``prior_weight`` is how many utterances' worth of trust the prior gets while a
-    speaker's own running statistics are still thin.
+    speaker's own running statistics are still thin. ``nuisance`` (k, dim), orthonormal
+    rows in coordinates divided by ``nuisance_scale`` (dim,), spans directions removed from
+    every vector before its statistics are taken: the within-speaker variation of voices
+    that carry no emotion (what is said, how long), see :func:`models.normalize.fit_nuisance`;
+    None when nothing is removed.
     """
 
     prior_mean: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     prior_var: np.ndarray = field(default_factory=lambda: np.ones(0, np.float32))
     prior_weight: float = 4.0
+    nuisance: np.ndarray | None = None
+    nuisance_scale: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if len(self.prior_mean) != len(self.prior_var):
@@ -133,10 +139,23 @@ class SpeakerNormPipeline:
             raise ValueError(f"speaker normalisation prior_weight must be positive, got {self.prior_weight}")
         if len(self.prior_var) and not (np.all(np.isfinite(self.prior_var)) and np.all(self.prior_var > 0)):
             raise ValueError("speaker normalisation prior variance must be finite and positive")
+        if self.nuisance is not None:
+            b = np.asarray(self.nuisance)
+            if b.ndim != 2 or b.shape[1] != len(self.prior_mean) or not np.all(np.isfinite(b)):
+                raise ValueError(
+                    f"speaker normalisation nuisance basis must be finite (k, {len(self.prior_mean)}), got {b.shape}"
+                )
+            sc = np.asarray(self.nuisance_scale) if self.nuisance_scale is not None else np.zeros(0)
+            if sc.shape != (len(self.prior_mean),) or not np.all(sc > 0):
+                raise ValueError("speaker normalisation nuisance scale must be positive, one value a dimension")
 
     @property
     def dim(self) -> int:
         return int(len(self.prior_mean))
+
+    @property
+    def nuisance_dims(self) -> int:
+        return 0 if self.nuisance is None else int(len(self.nuisance))
 
 
 @dataclass(frozen=True)
@@ -193,6 +212,9 @@ class FeaturePipeline:
                 "prior_var": torch.from_numpy(np.asarray(n.prior_var, np.float32)),
                 "prior_weight": float(n.prior_weight),
             }
+            if n.nuisance is not None:
+                out["speaker_norm"]["nuisance"] = torch.from_numpy(np.asarray(n.nuisance, np.float32))
+                out["speaker_norm"]["nuisance_scale"] = torch.from_numpy(np.asarray(n.nuisance_scale, np.float32))
         return out
 
     @classmethod
@@ -209,8 +231,9 @@ class FeaturePipeline:
         norm = None
         if d.get("speaker_norm") is not None:
             n = dict(d["speaker_norm"])
-            for key in ("prior_mean", "prior_var"):
-                n[key] = np.asarray(n[key].numpy() if hasattr(n[key], "numpy") else n[key], np.float32)
+            for key in ("prior_mean", "prior_var", "nuisance", "nuisance_scale"):
+                if key in n:
+                    n[key] = np.asarray(n[key].numpy() if hasattr(n[key], "numpy") else n[key], np.float32)
             norm = SpeakerNormPipeline(**n)
         return cls(
             audio, text, frames, bool(d.get("tokens", False)), bool(d.get("commonsense", False)), whisper, norm

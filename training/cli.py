@@ -219,6 +219,13 @@ def build_parser() -> argparse.ArgumentParser:
         "resume.pt while it trains) and skip seeds whose run with the same settings already finished",
     )
     tr.add_argument("--norm-prior-weight", type=float, default=4.0, help="utterances' worth of trust in the prior")
+    tr.add_argument(
+        "--nuisance-dims",
+        type=int,
+        default=0,
+        help="remove this many directions of the words-only voices' within-speaker variation (what is said, "
+        "not how) from the audio vector before speaker normalisation (0: none; needs --dataset mixed)",
+    )
 
     ev = sub.add_parser("evaluate", help="score a checkpoint on a dataset split")
     _common(ev)
@@ -356,6 +363,7 @@ def cmd_train(args) -> int:
             audio_kind=args.audio_kind,
             speaker_norm=args.speaker_norm,
             norm_prior_weight=args.norm_prior_weight,
+            nuisance_dims=args.nuisance_dims,
             runs_dir=args.runs_dir,
             splits=_roles_without_test(args.dataset) if args.skip_test else None,
         )

@@ -65,6 +65,9 @@ class RunConfig:
     #: (one statistic per dialogue, as a mono live session) or mixed (half the dialogues each).
     speaker_norm: str = "none"
     norm_prior_weight: float = 4.0
+    #: Directions of within-speaker variation of the voices that carry no emotion (the training
+    #: split's words-only dialogues) removed before normalisation (0: none; models/normalize.py).
+    nuisance_dims: int = 0
     runs_dir: Path = Path("runs")
     splits: tuple[str | None, str | None, str | None] | None = None
 
@@ -73,6 +76,10 @@ class RunConfig:
             raise ValueError(f"--audio-kind must be one of {', '.join(AUDIO_KINDS)}, got {self.audio_kind!r}")
         if self.speaker_norm not in NORM_MODES:
             raise ValueError(f"--speaker-norm must be one of {', '.join(NORM_MODES)}, got {self.speaker_norm!r}")
+        if self.nuisance_dims < 0:
+            raise ValueError(f"--nuisance-dims must be 0 or more, got {self.nuisance_dims}")
+        if self.nuisance_dims and self.speaker_norm == "none":
+            raise ValueError("--nuisance-dims works inside speaker normalisation: add --speaker-norm speaker or mixed")
 
 
 def git_commit() -> str:
@@ -151,7 +158,13 @@ def to_dialogues(
     return out
 
 
-def build_pipeline(cfg: RunConfig, train_feats: SplitFeatures, train_labels: np.ndarray, needs: tuple[str, ...]):
+def build_pipeline(
+    cfg: RunConfig,
+    train_feats: SplitFeatures,
+    train_labels: np.ndarray,
+    needs: tuple[str, ...],
+    train_split: DatasetSplit | None = None,
+):
     from streamer.features import fit_audio_pipeline
     from training.extract import text_encoder
 
@@ -199,20 +212,56 @@ def build_pipeline(cfg: RunConfig, train_feats: SplitFeatures, train_labels: np.
         whisper=whisper,
     )
     if pipeline.has_audio_vector and cfg.speaker_norm != "none":
-        pipeline = with_speaker_norm(pipeline, train_feats, train_labels, cfg.norm_prior_weight)
+        pipeline = with_speaker_norm(
+            pipeline, train_feats, train_labels, cfg.norm_prior_weight, train_split, cfg.nuisance_dims
+        )
     return pipeline
 
 
+#: Dialogues whose voice carries no emotion (``mixed``'s words-only part, read by synthetic voices).
+FLAT_VOICE_PREFIX = "words-"
+
+
+def flat_voice_groups(split: DatasetSplit, raw: np.ndarray, ok: np.ndarray) -> list[np.ndarray]:
+    """The raw audio vectors of each speaker of each words-only dialogue of ``split``."""
+    groups, i = [], 0
+    for d in split.dialogues:
+        n = len(d.utterances)
+        if d.id.startswith(FLAT_VOICE_PREFIX):
+            by: dict[str, list[int]] = {}
+            for j, u in enumerate(d.utterances):
+                if ok[i + j]:
+                    by.setdefault(u.speaker, []).append(i + j)
+            groups += [raw[rows] for rows in by.values() if len(rows) >= 2]
+        i += n
+    return groups
+
+
 def with_speaker_norm(
-    pipeline: FeaturePipeline, train_feats: SplitFeatures, train_labels: np.ndarray, prior_weight: float
+    pipeline: FeaturePipeline,
+    train_feats: SplitFeatures,
+    train_labels: np.ndarray,
+    prior_weight: float,
+    train_split: DatasetSplit | None = None,
+    nuisance_dims: int = 0,
 ) -> FeaturePipeline:
-    """``pipeline`` with per-speaker normalisation whose prior is fitted on the training audio vectors."""
+    """``pipeline`` with per-speaker normalisation whose prior is fitted on the training audio
+    vectors, and with ``nuisance_dims`` directions of the words-only voices removed first."""
     from models.normalize import fit_prior
 
     raw = raw_audio_vectors(train_feats, pipeline)
     ok = train_feats.audio_ok & (train_labels >= 0)
     distinct = np.unique(raw[ok], axis=0)  # paired data reuse clips: each clip once
-    return dataclasses.replace(pipeline, speaker_norm=fit_prior(distinct, prior_weight))
+    groups = None
+    if nuisance_dims:
+        groups = flat_voice_groups(train_split, raw, train_feats.audio_ok) if train_split is not None else []
+        if not groups:
+            raise ValueError(
+                "--nuisance-dims needs training dialogues whose voice carries no emotion "
+                "(the words-only part of --dataset mixed); this dataset has none"
+            )
+    norm = fit_prior(distinct, prior_weight, groups, nuisance_dims)
+    return dataclasses.replace(pipeline, speaker_norm=norm)
 
 
 def model_inputs(name: str, options: dict[str, Any]) -> tuple[str, ...]:
@@ -285,7 +334,7 @@ def run(cfg: RunConfig, resume: bool = False) -> dict:
     labels = list(splits["train"].labels)
     feats = {role: extract_split(s, extract) for role, s in splits.items()}
     y_train = np.array([labels.index(u.label) if u.label in labels else -1 for u in splits["train"].utterances()])
-    pipeline = build_pipeline(cfg, feats["train"], y_train, needs)
+    pipeline = build_pipeline(cfg, feats["train"], y_train, needs, splits["train"])
     dims = {
         "audio_dim": pipeline.audio_dim or None,
         "text_dim": pipeline.text.dim if pipeline.text else None,
@@ -347,6 +396,7 @@ def run(cfg: RunConfig, resume: bool = False) -> dict:
         "channel_temperatures": channel_temperatures,
         "audio_kind": cfg.audio_kind,
         "speaker_norm": cfg.speaker_norm,
+        "nuisance_dims": cfg.nuisance_dims,
         "recipe": describe(cfg.recipe, cfg.train),
         "data_reports": {role: s.report.to_dict() for role, s in splits.items()},
     }
